@@ -1,0 +1,65 @@
+"""The explicit list of backends, and which of them can run on this board."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+from agent.backends.base import Backend, BackendStatus
+from agent.backends.onnxruntime import OnnxRuntimeBackend
+from agent.backends.tflite import TfliteBackend
+from agent.errors import BackendUnavailableError, UsageError
+
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), TfliteBackend())}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name`, or a `UsageError` listing the known ones."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UsageError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})") from None
+
+
+def statuses() -> List[BackendStatus]:
+    """Every backend with its version or the reason it cannot run here."""
+    return [backend.status() for backend in BACKENDS.values()]
+
+
+def require_available(name: str) -> Backend:
+    """The backend called `name` if it can run here, else `BackendUnavailableError` with the reason."""
+    backend = get_backend(name)
+    status = backend.status()
+    if not status.available:
+        raise BackendUnavailableError(f"backend {name} is unavailable: {status.reason}")
+    return backend
+
+
+def _gpu_device_node() -> Optional[str]:
+    """The first NVIDIA GPU device node present: a discrete GPU, or a Jetson's integrated one."""
+    for node in ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl"):
+        if os.path.exists(node):
+            return node
+    return None
+
+
+def _tensorrt_status() -> BackendStatus:
+    try:
+        import tensorrt
+    except Exception as exc:
+        return BackendStatus("tensorrt", False, reason=f"not installed ({exc}); TensorRT ships with JetPack",
+                             formats=("onnx",))
+    return BackendStatus("tensorrt", False, version=getattr(tensorrt, "__version__", "unknown"),
+                         reason="installed, but edge-agent's TensorRT backend is not built yet", formats=("onnx",))
+
+
+def _cuda_status() -> BackendStatus:
+    node = _gpu_device_node()
+    if node is None:
+        return BackendStatus("cuda", False, reason="no GPU (no NVIDIA device node in /dev)")
+    return BackendStatus("cuda", True, reason=None, details={"device_node": node})
+
+
+def runtime_statuses() -> List[BackendStatus]:
+    """The measurement backends, then the runtimes edge-agent looks for but cannot measure with yet."""
+    return statuses() + [_tensorrt_status(), _cuda_status()]

@@ -1,0 +1,29 @@
+"""Shared fixtures: the bundled models and scratch copies of them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def digits() -> Path:
+    return MODELS / "digits"
+
+
+@pytest.fixture(scope="session")
+def mobilenet() -> Path:
+    return MODELS / "mobilenet_v2"
+
+
+@pytest.fixture
+def digits_copy(tmp_path: Path, digits: Path) -> Path:
+    """A scratch copy of the digits bundle that a test may corrupt."""
+    target = tmp_path / "digits"
+    shutil.copytree(digits, target)
+    return target

@@ -1,0 +1,191 @@
+"""`edge-agent` end to end, as a user runs it: a real process, real runtimes, the bundled models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from support.cli import QUICK, edit_manifest, run_cli
+
+REPORT_KEYS = {"schema", "kind", "created", "status", "device", "model", "backend", "latency", "memory", "thermal",
+               "accuracy", "fidelity"}
+LATENCY_KEYS = {"load_ms", "first_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
+                "max_ms", "iterations", "throughput_per_s"}
+
+
+def _one_line_error(result, code: int, text: str) -> None:
+    assert result.code == code, (result.code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-agent: error: "), result.stderr
+    assert text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_digits_reports_every_backend_and_precision(digits: Path, tmp_path: Path) -> None:
+    output = tmp_path / "reports.json"
+    result = run_cli("bench", str(digits), "--json", "--output", str(output), *QUICK)
+    assert result.code == 0, result.stderr
+    reports = {f"{r['backend']['name']}/{r['model']['precision']}": r for r in result.json()}
+    assert set(reports) == {"onnxruntime/fp32", "tflite/fp32", "tflite/int8"}
+    assert json.loads(output.read_text()) == result.json()
+    for report in reports.values():
+        assert set(report) >= REPORT_KEYS and report["schema"] == "edge-agent/report/1"
+        assert report["status"] == "ok" and set(report["latency"]) >= LATENCY_KEYS
+        assert report["latency"]["iterations"] >= 5 and report["latency"]["p50_ms"] > 0
+        assert report["model"]["sha256"] and report["backend"]["version"]
+        assert report["accuracy"]["samples"] == 450 and report["memory"]["peak_rss_mb"] > 0
+    fp32 = reports["onnxruntime/fp32"]["accuracy"]["top1"]
+    assert fp32 >= 0.95
+    assert reports["tflite/int8"]["accuracy"]["top1"] >= fp32 - 0.01
+    twin = reports["tflite/fp32"]["fidelity"]
+    assert twin["top1_agreement"] == 1.0 and twin["cosine"] >= 0.9999
+    assert twin["reference"] == "onnxruntime/fp32 (onnx)"
+    assert reports["onnxruntime/fp32"]["fidelity"] is None  # the reference itself
+
+
+def test_bench_table_is_the_default(digits: Path) -> None:
+    result = run_cli("bench", str(digits), "--backend", "tflite", "--precision", "int8", *QUICK)
+    assert result.code == 0, result.stderr
+    header, row = result.stdout.splitlines()[2:4]
+    assert header.split()[:4] == ["backend", "version", "format", "prec"]
+    assert row.split()[0] == "tflite" and row.split()[3] == "int8"
+
+
+def test_eval_judges_without_timing(digits: Path) -> None:
+    result = run_cli("eval", str(digits), "--json", "--eval-limit", "100")
+    assert result.code == 0, result.stderr
+    for report in result.json():
+        assert report["kind"] == "eval" and report["latency"] is None
+        assert report["accuracy"]["samples"] == 100
+
+
+def test_bench_mobilenet_with_int8_reference_run(mobilenet: Path) -> None:
+    """Benching INT8 alone still judges fidelity: the FP32 reference runs for its outputs only."""
+    result = run_cli("bench", str(mobilenet), "--precision", "int8", "--json", *QUICK)
+    assert result.code == 0, result.stderr
+    (report,) = result.json()
+    assert report["inputs"][0]["resolved_shape"] == [1, 224, 224, 3]
+    assert report["accuracy"] is None  # random weights, unlabelled data
+    assert report["fidelity"]["samples"] > 0 and report["fidelity"]["reference"].startswith("onnxruntime/fp32")
+
+
+def test_info_lists_the_board_and_every_runtime() -> None:
+    result = run_cli("info", "--json")
+    assert result.code == 0, result.stderr
+    info = result.json()
+    assert info["schema"] == "edge-agent/info/1" and info["device"]["fingerprint"]
+    runtimes = {r["name"]: r for r in info["runtimes"]}
+    assert runtimes["onnxruntime"]["available"] and not runtimes["tensorrt"]["available"]
+    assert "tensorrt: unavailable: not installed" in run_cli("info").stdout
+
+
+def _plain_onnx(path: Path, inputs, outputs, nodes) -> Path:
+    graph = helper.make_graph(nodes, "authored", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_from_elsewhere_benches_with_its_own_input_names(tmp_path: Path) -> None:
+    """Two inputs named as an author might (a colon, a dynamic batch, a scalar gain fed from a file)."""
+    model = _plain_onnx(
+        tmp_path / "authored.onnx",
+        [helper.make_tensor_value_info("pixel_values:0", TensorProto.FLOAT, ["batch", 3, 4, 4]),
+         helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["batch", 3, 4, 4])],
+        [helper.make_node("Mul", ["pixel_values:0", "gain"], ["scaled"])])
+    gain = tmp_path / "gain.npy"
+    np.save(gain, np.array(2.0, dtype=np.float32))
+    result = run_cli("bench", str(model), "--input", f"gain={gain}", "--batch", "2,4", "--json", *QUICK)
+    assert result.code == 0, result.stderr
+    (report,) = result.json()
+    assert [i["resolved_shape"] for i in report["inputs"]] == [[2, 3, 4, 4], []]
+    assert [b["batch"] for b in report["latency_by_batch"]] == [2, 4]
+    assert report["model"]["precision"] == "fp32" and report["model"]["bundle"] is None
+
+
+def test_dynamic_dimensions_need_a_shape(tmp_path: Path) -> None:
+    model = _plain_onnx(
+        tmp_path / "dynamic.onnx",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_node("Relu", ["x"], ["y"])])
+    _one_line_error(run_cli("bench", str(model), *QUICK), 7, "input 'x' dimension 2 ('h') is not fixed")
+    result = run_cli("bench", str(model), "--shape", "x=1,3,32,48", "--json", *QUICK)
+    assert result.code == 0 and result.json()[0]["inputs"][0]["resolved_shape"] == [1, 3, 32, 48]
+
+
+def test_plain_tflite_precision_is_read_from_the_file(tmp_path: Path, digits: Path) -> None:
+    plain = tmp_path / "quantized.tflite"
+    plain.write_bytes((digits / "model.int8.tflite").read_bytes())
+    result = run_cli("bench", str(plain), "--json", *QUICK)
+    assert result.code == 0, result.stderr
+    assert result.json()[0]["model"]["precision"] == "int8"
+
+
+def test_bundle_inputs_answer_to_their_manifest_names(digits: Path) -> None:
+    result = run_cli("bench", str(digits), "--backend", "onnxruntime", "--shape", "image=1,8,8,1", "--json", *QUICK)
+    assert result.code == 0, result.stderr
+    assert result.json()[0]["inputs"][0]["bundle_name"] == "image"
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    _one_line_error(run_cli("bench", str(tmp_path / "nope.onnx")), 3, "model not found")
+
+
+def test_file_that_is_not_a_model(tmp_path: Path) -> None:
+    text = tmp_path / "readme.txt"
+    text.write_text("not a model")
+    _one_line_error(run_cli("bench", str(text)), 4, "is not a model")
+
+
+@pytest.mark.parametrize("name", ["model.fp32.onnx", "model.fp32.tflite"])
+def test_truncated_model_file(tmp_path: Path, digits: Path, name: str) -> None:
+    truncated = tmp_path / name
+    truncated.write_bytes((digits / name).read_bytes()[:3000])
+    _one_line_error(run_cli("bench", str(truncated), *QUICK), 4, f"cannot load {name}")
+
+
+def test_wrong_hash_in_manifest(digits_copy: Path) -> None:
+    edit_manifest(digits_copy, lambda m: m["models"][1].__setitem__("sha256", "0" * 64))
+    _one_line_error(run_cli("bench", str(digits_copy)), 5, "sha256 mismatch for model.fp32.tflite")
+
+
+def test_manifest_missing_a_field(digits_copy: Path) -> None:
+    edit_manifest(digits_copy, lambda m: m.pop("inputs"))
+    _one_line_error(run_cli("bench", str(digits_copy)), 5, "missing field 'inputs'")
+
+
+def test_input_shape_that_does_not_match(digits: Path) -> None:
+    _one_line_error(run_cli("bench", str(digits), "--backend", "onnxruntime", "--shape", "image=1,8,9,1", *QUICK),
+                    7, "dimension 2 is fixed to 8 by the model, 9 was given")
+
+
+def test_backend_that_is_not_installed(tmp_path: Path, digits: Path) -> None:
+    """ONNX Runtime is installed here, so a missing install is simulated: a package on PYTHONPATH that
+    shadows it and fails to import, as a broken or absent wheel would."""
+    shadow = tmp_path / "shadow" / "onnxruntime"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named onnxruntime')\n")
+    result = run_cli("bench", str(digits), "--backend", "onnxruntime", env={"PYTHONPATH": str(shadow.parent)})
+    _one_line_error(result, 6, "backend onnxruntime is unavailable: onnxruntime not installed")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--backend", "tensorrt"], "unknown backend 'tensorrt'"),
+    (["--warmup", "lots"], "--warmup takes"),
+    (["--option", "turbo=1"], "no backend being run has an option 'turbo'"),
+    (["--precision", "fp16"], "has no model in precision fp16"),
+])
+def test_usage_errors(digits: Path, args, text: str) -> None:
+    _one_line_error(run_cli("bench", str(digits), *args), 2, text)
+
+
+def test_eval_needs_a_bundle(digits: Path) -> None:
+    _one_line_error(run_cli("eval", str(digits / "model.fp32.onnx")), 2, "eval needs a bundle")

@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from agent.errors import BundleError, ModelFormatError, ModelNotFoundError
+from agent.errors import BundleError, ModelNotFoundError
+from agent.modelfile import FORMATS, model_format
 
 BUNDLE_SCHEMA = "edge-agent/bundle/1"
 MANIFEST = "manifest.json"
-FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NHWC", "NCHW", "ANY")
 
@@ -133,20 +133,6 @@ def open_model(path: Union[str, Path], verify: bool = True) -> Bundle:
             raise BundleError(f"{path} is a folder without {MANIFEST}: not a model bundle")
         return _load_bundle(manifest, verify)
     return _plain_file(path)
-
-
-def model_format(path: Path) -> str:
-    """The format of a plain model file, from its extension, checked against its first bytes."""
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in FORMATS:
-        raise ModelFormatError(f"{path} is not a model: expected a .onnx or .tflite file or a bundle folder")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if suffix == "tflite" and (len(head) < 8 or head[4:8] != b"TFL3"):
-        raise ModelFormatError(f"{path} is not a TFLite model (no TFL3 identifier in its header)")
-    if suffix == "onnx" and (not head or head[0] != 0x08):
-        raise ModelFormatError(f"{path} is not an ONNX model (it does not start with a ModelProto)")
-    return suffix
 
 
 def _plain_file(path: Path) -> Bundle:

@@ -1,0 +1,103 @@
+"""The static profile of a model file: per-layer costs, totals, memory, parallelism and fusions.
+
+`static_profile(path)` is what `edge-agent profile` shows before anything runs; measured per-layer
+times (`LayerCost.measured_ms`) are joined onto its layers later by the measuring code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from agent.graph.model import BUFFER, PARAM_ROLES, Graph
+from agent.graph.read import read_graph
+from agent.profile.costs import LayerCost, layer_cost
+from agent.profile.fusion import FusionReport, find_fusions
+from agent.profile.memory import PeakMemory, peak_activation
+from agent.profile.parallelism import Parallelism, static_parallelism
+
+SUMMED = ("macs", "flops", "mults", "bytes_read", "bytes_written")
+
+
+@dataclass
+class Profile:
+    """Everything the static profiler found about one model."""
+
+    graph: Graph
+    layers: List[LayerCost]
+    memory: PeakMemory
+    parallelism: Parallelism
+    fusion: FusionReport
+
+    def not_counted(self) -> List[Dict[str, object]]:
+        """Layers whose work is not in the totals, each with the reason."""
+        return [{"layer": c.name, "op": c.op, "reason": c.note} for c in self.layers if c.note]
+
+    def unknown_ops(self) -> List[Dict[str, object]]:
+        """Op types the profiler does not know, with the layers that use them."""
+        by_op: Dict[str, List[str]] = {}
+        for cost in self.layers:
+            if cost.kind == "unknown":
+                by_op.setdefault(cost.op, []).append(cost.name)
+        return [{"op": op, "count": len(names), "layers": names} for op, names in sorted(by_op.items())]
+
+    def constants(self) -> Tuple[Dict[str, Dict[str, int]], int, int]:
+        """Parameters by dtype ({dtype: {"params", "bytes"}}), buffer elements and bytes; each
+        constant tensor counts once, however many layers read it."""
+        params: Dict[str, Dict[str, int]] = {}
+        buffers, buffer_bytes, seen = 0, 0, set()
+        for layer in self.graph.layers:
+            for name, role in zip(layer.inputs, self.graph.roles(layer)):
+                tensor = self.graph.tensor(name)
+                if tensor is None or name in seen or (role not in PARAM_ROLES and role != BUFFER):
+                    continue
+                seen.add(name)
+                if role == BUFFER:
+                    buffers, buffer_bytes = buffers + (tensor.elements or 0), buffer_bytes + (tensor.nbytes or 0)
+                    continue
+                entry = params.setdefault(tensor.dtype, {"params": 0, "bytes": 0})
+                entry["params"] += tensor.elements or 0
+                entry["bytes"] += tensor.nbytes or 0
+        return params, buffers, buffer_bytes
+
+    def totals(self) -> Dict[str, object]:
+        """Sums over the layers that could be counted, constants once, the peak and the counts."""
+        sums = {key: sum(getattr(c, key) or 0 for c in self.layers) for key in SUMMED}
+        moved = sums["bytes_read"] + sums["bytes_written"]
+        params, buffers, buffer_bytes = self.constants()
+        times = [c.measured_ms for c in self.layers if c.measured_ms is not None]
+        return dict(sums, params=sum(e["params"] for e in params.values()),
+                    param_bytes=sum(e["bytes"] for e in params.values()), params_by_dtype=params,
+                    buffers=buffers, buffer_bytes=buffer_bytes,
+                    intensity=round(sums["flops"] / moved, 4) if moved else None,
+                    peak_activation_bytes=self.memory.peak_bytes, layers=len(self.layers),
+                    layers_not_counted=sum(1 for c in self.layers if c.note),
+                    unknown_ops=sum(1 for c in self.layers if c.kind == "unknown"),
+                    measured_ms=sum(times) if times else None)
+
+    def to_dict(self) -> Dict[str, object]:
+        """The JSON form that goes into a report's `profile` section."""
+        return {"model": {"name": self.graph.name, "format": self.graph.format,
+                          "inputs": {n: _shape(self.graph, n) for n in self.graph.inputs}},
+                "layers": [c.to_dict() for c in self.layers], "totals": self.totals(),
+                "memory": self.memory.to_dict(), "parallelism": self.parallelism.to_dict(),
+                "fusion": self.fusion.to_dict(), "not_counted": self.not_counted(),
+                "unknown_ops": self.unknown_ops(), "warnings": list(self.graph.warnings)}
+
+
+def _shape(graph: Graph, name: str) -> Optional[List[object]]:
+    tensor = graph.tensor(name)
+    return list(tensor.shape) if tensor is not None and tensor.shape is not None else None
+
+
+def profile_graph(graph: Graph) -> Profile:
+    """The static profile of a graph already read."""
+    layers = [layer_cost(graph, layer) for layer in graph.layers]
+    return Profile(graph, layers, peak_activation(graph),
+                   static_parallelism(graph, [c.flops for c in layers]), find_fusions(graph))
+
+
+def static_profile(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Profile:
+    """Reads the ONNX or TFLite file at `path` and profiles it; `shapes` sets input dims by name."""
+    return profile_graph(read_graph(path, shapes))

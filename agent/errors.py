@@ -11,7 +11,9 @@ prints one clear line and exits with a code that tells the problem apart, never 
     ├── BackendUnavailableError   6  a backend that is not installed or cannot run on this board
     ├── InputSpecError            7  an input name, shape or dtype that does not fit the model
     ├── WorkerError               8  a measurement worker that crashed, hung past its limit or failed
-    └── ProfileError              9  a model graph that cannot be read for profiling
+    ├── ProfileError              9  a model graph that cannot be read for profiling
+    ├── mqtt.schema.ProtocolError 1  a command payload that breaks protocol v1 (its `code` names how)
+    └── store.StoreError          1  the state database cannot be opened, or is from a newer edge-agent
 
 Internal bugs are not `AgentError`s: they keep their traceback.
 """

@@ -1,0 +1,251 @@
+"""The sample broker set-up (deploy/mosquitto) on a real Mosquitto: passwords, the ACL, and TLS.
+
+The shipped mosquitto.conf is used with only its file paths and port numbers changed; credentials
+come from the shipped make-device-credentials script; clients are paho-mqtt over MQTT 5, and the
+devices connect through the TLS listener with CA verification on.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import ssl
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+from support.broker import Broker, TlsFiles, mosquitto_binary
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
+WAIT_S = 3.0  # for what must arrive
+QUIET_S = 0.3  # for what must not: checked after a later message that did arrive
+
+pytestmark = [
+    pytest.mark.mqtt,
+    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed"),
+]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_tls(folder: Path) -> TlsFiles:
+    """A throwaway CA and a server certificate for localhost and 127.0.0.1 signed by it."""
+    folder.mkdir(parents=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
+            "/CN=edge-agent test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=folder)
+    (folder / "server.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=folder)
+    return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+
+
+def make_credentials(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "EDGE_MQTT_PASSWORD_FILE": str(folder / "passwd"),
+           "EDGE_MQTT_ACL_FILE": str(folder / "acl")}
+    return subprocess.run([str(DEPLOY / "make-device-credentials"), *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+class Fleet:
+    """The running broker, its CA and the passwords the script made."""
+
+    def __init__(self, broker: Broker, ca: Path, passwords: Dict[str, str]) -> None:
+        self.broker, self.ca, self.passwords = broker, ca, passwords
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    folder = tmp_path_factory.mktemp("fleet-broker")
+    tls = make_tls(folder / "tls")
+    shutil.copy(DEPLOY / "acl", folder / "acl")
+    passwords = {}
+    for user, args in (("dev-a", ["dev-a", "lab"]), ("dev-b", ["dev-b", "ops"]),
+                       ("dashboard", ["--password-only", "dashboard"])):
+        made = make_credentials(folder, *args)
+        assert made.returncode == 0, made.stderr
+        passwords[user] = made.stdout.strip()
+    config = ((DEPLOY / "mosquitto.conf").read_text().replace("/etc/mosquitto/edge-agent/", f"{folder}/")
+              .replace("\nlistener 8883\n", "\nlistener {tls_port} 127.0.0.1\n")
+              .replace("\nlistener 1883 127.0.0.1\n", "\nlistener {port} 127.0.0.1\n"))
+    assert "{tls_port}" in config and "{port}" in config
+    with Broker(folder / "broker", config=config) as broker:
+        startup = broker.log()
+        assert "running" in startup and "Error" not in startup and "Warning: ACL" not in startup, startup
+        yield Fleet(broker, tls.ca, passwords)
+
+
+class Peer:
+    """A paho MQTT 5 client that records what it receives and how the broker answered it."""
+
+    def __init__(self, fleet: Fleet, user: Optional[str], password: Optional[str], tls: bool = True,
+                 ca: Optional[Path] = None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.received: queue.Queue = queue.Queue()  # of (topic, payload)
+        self.answers: Dict[int, object] = {}
+        self._answered = threading.Condition()
+        self._connected = threading.Event()
+        self.connack: object = None
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if tls:
+            self.client.tls_set(ca_certs=str(ca or fleet.ca), cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda client, userdata, message: self.received.put(
+            (message.topic, message.payload))
+        self.client.on_publish = self._on_answer
+        self.client.on_subscribe = self._on_answer
+        self.client.connect("127.0.0.1", fleet.broker.tls_port if tls else fleet.broker.port)
+        self.client.loop_start()
+        assert self._connected.wait(WAIT_S), "no CONNACK"
+
+    def _on_connect(self, client: object, userdata: object, flags: object, reason: object, props: object) -> None:
+        self.connack = reason
+        if reason.is_failure:  # type: ignore[attr-defined]
+            self.client.disconnect()  # no automatic retries
+        self._connected.set()
+
+    def _on_answer(self, client: object, userdata: object, mid: int, reason: object, props: object) -> None:
+        """Record the broker's answer (PUBACK reason code or SUBACK reason codes) to message `mid`."""
+        with self._answered:
+            self.answers[mid] = reason
+            self._answered.notify_all()
+
+    @property
+    def accepted(self) -> bool:
+        return not self.connack.is_failure  # type: ignore[attr-defined]
+
+    def subscribe(self, *topics: str) -> None:
+        """Subscribe at QoS 1 and wait for the SUBACK (Mosquitto grants even what the ACL will filter)."""
+        result, mid = self.client.subscribe([(topic, 1) for topic in topics])
+        assert result == 0
+        self._answer(mid, "SUBACK")
+
+    def publish(self, topic: str, payload: bytes) -> object:
+        """Publish at QoS 1 and return the broker's PUBACK reason code."""
+        return self._answer(self.client.publish(topic, payload, qos=1).mid, f"PUBACK for {topic}")
+
+    def _answer(self, mid: int, what: str) -> object:
+        with self._answered:
+            assert self._answered.wait_for(lambda: mid in self.answers, WAIT_S), f"no {what}"
+            return self.answers[mid]
+
+    def collect(self, until: bytes) -> Set[Tuple[str, bytes]]:
+        """Everything received up to the message `until`, and anything else within QUIET_S after it."""
+        got: Set[Tuple[str, bytes]] = set()
+        while not any(payload == until for _, payload in got):
+            try:
+                got.add(self.received.get(timeout=WAIT_S))
+            except queue.Empty:
+                raise AssertionError(f"{until!r} never arrived; got {sorted(got)}") from None
+        while True:
+            try:
+                got.add(self.received.get(timeout=QUIET_S))
+            except queue.Empty:
+                return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture()
+def peers(fleet: Fleet) -> Iterator[List[Peer]]:
+    opened: List[Peer] = []
+    yield opened
+    for peer in opened:
+        peer.close()
+
+
+def open_peer(peers: List[Peer], fleet: Fleet, user: str) -> Peer:
+    peer = Peer(fleet, user, fleet.passwords[user])
+    peers.append(peer)
+    assert peer.accepted, f"{user} was refused: {peer.connack}"
+    return peer
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls-listener", "loopback-listener"])
+@pytest.mark.parametrize("user,password", [("dev-a", "wrong"), ("nobody", "x"), (None, None), ("dev-a", "")])
+def test_bad_credentials_are_refused(fleet: Fleet, peers: List[Peer], tls: bool, user: Optional[str],
+                                     password: Optional[str]) -> None:
+    peer = Peer(fleet, user, password, tls=tls)
+    peers.append(peer)
+    assert not peer.accepted, f"{user}/{password} got in"
+
+
+def test_good_password_works_on_the_loopback_listener_too(fleet: Fleet, peers: List[Peer]) -> None:
+    peer = Peer(fleet, "dev-a", fleet.passwords["dev-a"], tls=False)
+    peers.append(peer)
+    assert peer.accepted
+
+
+def test_device_receives_only_its_own_its_groups_and_broadcast_commands(fleet: Fleet, peers: List[Peer]) -> None:
+    dashboard, a, b = (open_peer(peers, fleet, user) for user in ("dashboard", "dev-a", "dev-b"))
+    # Each device asks for more than it may read; the broker must filter.
+    for device in (a, b):
+        device.subscribe("edge/#", "edge/dev-a/cmd", "edge/dev-b/cmd", "edge/group/lab/cmd",
+                         "edge/group/ops/cmd", "edge/all/cmd")
+    run = uuid.uuid4().hex.encode()
+    sent = {topic: run + b":" + topic.encode() for topic in (
+        "edge/dev-b/cmd", "edge/group/ops/cmd", "edge/dev-a/cmd", "edge/group/lab/cmd", "edge/all/cmd")}
+    for topic, payload in sent.items():
+        assert not dashboard.publish(topic, payload).is_failure  # type: ignore[attr-defined]
+    last = sent["edge/all/cmd"]
+    assert {topic for topic, _ in a.collect(until=last)} == {"edge/dev-a/cmd", "edge/group/lab/cmd", "edge/all/cmd"}
+    assert {topic for topic, _ in b.collect(until=last)} == {"edge/dev-b/cmd", "edge/group/ops/cmd", "edge/all/cmd"}
+
+
+def test_device_cannot_publish_as_another_device_or_send_commands(fleet: Fleet, peers: List[Peer]) -> None:
+    dashboard, a = open_peer(peers, fleet, "dashboard"), open_peer(peers, fleet, "dev-a")
+    dashboard.subscribe("edge/#")
+    run = uuid.uuid4().hex.encode()
+    for forged in ("edge/dev-b/results", "edge/dev-b/status", "edge/dev-b/cmd", "edge/all/cmd",
+                   "edge/group/lab/cmd", "edge/other"):
+        reason = a.publish(forged, run + b":forged")
+        assert reason.is_failure and "authori" in str(reason).lower(), (forged, str(reason))  # type: ignore
+    own = run + b":own"
+    assert not a.publish("edge/dev-a/results", own).is_failure  # type: ignore[attr-defined]
+    assert dashboard.collect(until=own) == {("edge/dev-a/results", own)}
+
+
+def test_tls_rejects_a_broker_certificate_from_another_ca(fleet: Fleet, tmp_path: Path) -> None:
+    other = make_tls(tmp_path / "other")
+    with pytest.raises(ssl.SSLError):
+        Peer(fleet, "dev-a", fleet.passwords["dev-a"], ca=other.ca)
+
+
+@pytest.mark.parametrize("name", ["all", "group", "a/b", "dev+", "dev#", "x y", "-dev", ""])
+def test_credentials_script_refuses_unsafe_or_reserved_names(tmp_path: Path, name: str) -> None:
+    shutil.copy(DEPLOY / "acl", tmp_path / "acl")
+    made = make_credentials(tmp_path, name)
+    assert made.returncode == 2 and made.stderr
+    assert (tmp_path / "acl").read_text() == (DEPLOY / "acl").read_text()
+    assert not (tmp_path / "passwd").exists()
+    assert make_credentials(tmp_path, "dev-a", "lab/x").returncode == 2
+
+
+def test_credentials_script_rewrites_a_devices_groups(tmp_path: Path) -> None:
+    shutil.copy(DEPLOY / "acl", tmp_path / "acl")
+    first = make_credentials(tmp_path, "dev-a", "lab")
+    second = make_credentials(tmp_path, "dev-a", "orin", "lab")
+    assert first.returncode == second.returncode == 0 and first.stdout != second.stdout
+    acl = (tmp_path / "acl").read_text()
+    block = acl[acl.index("# device dev-a: begin"):]
+    assert acl.count("# device dev-a: begin") == 1
+    assert block.splitlines()[1:5] == ["user dev-a", "topic read edge/all/cmd", "topic read edge/group/orin/cmd",
+                                       "topic read edge/group/lab/cmd"]
+    assert (tmp_path / "passwd").read_text().count("dev-a:") == 1

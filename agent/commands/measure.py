@@ -1,0 +1,98 @@
+"""`edge-agent bench` and `edge-agent eval`: every configuration of a model, side by side."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent.commands.args import int_list, pairs, positive_int, seconds, word_list
+from agent.errors import AgentError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
+    """The model, configuration and input options that `bench`, `eval` (and later commands) share."""
+    parser.add_argument("model", help="a bundle folder (with manifest.json) or a .onnx / .tflite file")
+    parser.add_argument("--backend", type=word_list, action="extend", metavar="B[,B]",
+                        help="run only these backends (onnxruntime, tflite); default: every available one")
+    parser.add_argument("--precision", type=word_list, action="extend", metavar="P[,P]",
+                        help="run only these precisions of the bundle (fp32, fp16, int8)")
+    parser.add_argument("--threads", type=positive_int, help="runtime threads (default: every core)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a backend option, e.g. xnnpack=off or graph_optimization=basic")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                        help="fix a dynamic input's shape")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                        help="feed this array to the named input instead of generated data")
+    parser.add_argument("--batch", type=int_list, default=[1], metavar="N[,N]",
+                        help="batch size(s) for a model whose batch dimension is dynamic (default 1)")
+    parser.add_argument("--eval-limit", type=positive_int, metavar="N",
+                        help="judge accuracy on at most N evaluation samples")
+    parser.add_argument("--time-limit", type=seconds, default=300.0, metavar="S",
+                        help="wall-clock limit of each configuration's worker process (default 300 s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of generated inputs (default 0)")
+    if latency:
+        parser.add_argument("--warmup", default="10", metavar="N|Ss",
+                            help="warm-up calls (10), seconds (2s) or both (10,2s); default 10")
+        parser.add_argument("--iterations", type=positive_int, default=100, metavar="N",
+                            help="measure at least N calls (default 100)")
+        parser.add_argument("--min-seconds", type=seconds, default=1.0, metavar="S",
+                            help="and for at least S seconds (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the reports as a JSON array")
+    parser.add_argument("--output", metavar="FILE", help="also write the JSON reports to FILE")
+
+
+def register(commands: Any) -> None:
+    """Add the `bench` and `eval` parsers."""
+    bench = commands.add_parser("bench", help="latency, memory and accuracy of a model per backend and precision")
+    add_model_arguments(bench, latency=True)
+    evaluate = commands.add_parser("eval", help="accuracy and FP32 fidelity of a model per backend and precision")
+    add_model_arguments(evaluate, latency=False)
+    for parser in (bench, evaluate):
+        parser.set_defaults(handler=run)
+
+
+def measure_request(args: argparse.Namespace) -> Any:
+    """The `MeasureRequest` the parsed arguments describe."""
+    from agent.jobs import MeasureRequest
+    from agent.measure.inputs import parse_input_arg, parse_shape_arg
+    from agent.measure.latency import Warmup
+
+    request = MeasureRequest(
+        model=args.model, kind=args.command, backends=args.backend, precisions=args.precision,
+        threads=args.threads, options=pairs(args.option, "--option"), batch=args.batch,
+        shapes=dict(parse_shape_arg(t) for t in args.shape), inputs=dict(parse_input_arg(t) for t in args.input),
+        eval_limit=args.eval_limit, time_limit_s=args.time_limit, seed=args.seed)
+    if hasattr(args, "warmup"):
+        request.warmup = Warmup.parse(args.warmup)
+        request.iterations = args.iterations
+        request.min_seconds = args.min_seconds
+    return request
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every configuration, print the table or JSON; the exit code is the first failure's."""
+    from agent import jobs, report
+    from agent.progress import Progress
+
+    request = measure_request(args)
+    progress = Progress()
+    try:
+        reports = jobs.run(request, jobs.device_section(), progress.start, progress.update)
+    finally:
+        progress.close()
+    failed = [r for r in reports if r.status != "ok"]
+    if len(failed) == len(reports):
+        raise failure(failed[0])
+    if args.output:
+        Path(args.output).write_text(report.to_json(reports) + "\n", encoding="utf-8")
+    print(report.to_json(reports) if args.json else report.render_table(reports))
+    return failure(failed[0]).exit_code if failed else 0
+
+
+def failure(failed: Any) -> AgentError:
+    """The `AgentError` a failed report stands for, named after its configuration."""
+    from agent import errors
+
+    kind = getattr(errors, failed.error["type"], errors.WorkerError)
+    return kind(f"{failed.label}: {failed.error['message']}")

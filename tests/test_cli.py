@@ -190,3 +190,19 @@ def test_usage_errors(digits: Path, args, text: str) -> None:
 
 def test_eval_needs_a_bundle(digits: Path) -> None:
     _one_line_error(run_cli("eval", str(digits / "model.fp32.onnx")), 2, "eval needs a bundle")
+
+
+def _onnx_package_models() -> list:
+    """Real architectures (with trimmed weights) shipped inside the onnx package's backend test data."""
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    return [light / f"light_{name}.onnx" for name in ("squeezenet", "shufflenet", "resnet50", "densenet121")]
+
+
+@pytest.mark.parametrize("model", _onnx_package_models(), ids=lambda p: p.stem)
+def test_models_from_elsewhere_bench_without_edits(model: Path) -> None:
+    """Files written by other people's exporters, inputs named as their authors chose (`gpu_0/data_0`)."""
+    result = run_cli("bench", str(model), "--json", *QUICK)
+    assert result.code == 0, result.stderr
+    (report,) = result.json()
+    assert report["status"] == "ok" and report["latency"]["p50_ms"] > 0
+    assert report["inputs"][0]["resolved_shape"] == [1, 3, 224, 224]

@@ -11,11 +11,11 @@ import sys
 from typing import Optional, Sequence
 
 from agent import __version__
-from agent.commands import info, measure
+from agent.commands import compare, fleet, info, measure, peaks, profile, run, select
 from agent.errors import AgentError
 
 # The subcommands, in the order `edge-agent --help` lists them.
-COMMANDS = (info, measure)
+COMMANDS = (info, measure, select, profile, compare, peaks, run, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

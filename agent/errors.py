@@ -13,7 +13,10 @@ prints one clear line and exits with a code that tells the problem apart, never 
     ├── WorkerError               8  a measurement worker that crashed, hung past its limit or failed
     ├── ProfileError              9  a model graph that cannot be read for profiling
     ├── mqtt.schema.ProtocolError 1  a command payload that breaks protocol v1 (its `code` names how)
-    └── store.StoreError          1  the state database cannot be opened, or is from a newer edge-agent
+    ├── store.StoreError          1  the state database cannot be opened, or is from a newer edge-agent
+    ├── config.ConfigError        2  a setting in agent.toml or EDGE_AGENT_* that is missing or wrong
+    ├── service.deploy.DeployError 1 a bundle download that failed its checks or is unsafe to unpack
+    └── fleet.FleetError          1  the broker cannot be reached, refused us, or a board did not answer
 
 Internal bugs are not `AgentError`s: they keep their traceback.
 """

@@ -9,6 +9,7 @@ the others still run.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 
 from agent import __version__
 from agent.backends.base import Backend
+from agent.backends.build import CalibrationSet
 from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.errors import AgentError, BackendUnavailableError, UsageError
@@ -50,22 +52,38 @@ class MeasureRequest:
     eval_limit: Optional[int] = None
     time_limit_s: float = 300.0
     seed: int = 0
+    # {"runs": N, "warmup": N}: also record the runtime's per-op trace (`edge-agent profile`).
+    trace: Optional[Dict[str, int]] = None
+    # Also run the precisions backends make on the device (ONNX Runtime INT8/FP16, TensorRT FP16/INT8
+    # engines) from the bundle's FP32 file, where the bundle does not ship that precision itself.
+    derive: bool = False
+    # The daemon's: each worker's address-space limit (RLIMIT_AS), a poll that stops the running worker
+    # when it returns True (`cancel`), and the test suite's fault injection (worker.TEST_FAULTS_ENV).
+    memory_limit_mb: Optional[int] = None
+    should_cancel: Optional[Callable[[], bool]] = field(default=None, repr=False, compare=False)
+    fault: Optional[str] = None
 
     @property
     def measures_latency(self) -> bool:
-        return self.kind == "bench"
+        return self.kind in ("bench", "profile")
 
 
 @dataclass
 class Configuration:
-    """One model file with one backend."""
+    """One model file with one backend; `derived` names a precision the backend makes from the file."""
 
     model: ModelFile
     backend: Backend
+    derived: Optional[str] = None
+
+    @property
+    def precision(self) -> str:
+        """The precision that runs: the derived one, else the file's."""
+        return self.derived or self.model.precision
 
     @property
     def label(self) -> str:
-        return f"{self.backend.name}/{self.model.precision}"
+        return f"{self.backend.name}/{self.precision}"
 
 
 StartHandler = Callable[[int, int, str], None]
@@ -90,17 +108,41 @@ def plan(bundle: Bundle, request: MeasureRequest) -> List[Configuration]:
                 raise BackendUnavailableError(f"backend {backend.name} is unavailable: "
                                               f"{statuses[backend.name].reason}")
     models = [m for m in bundle.models if not request.precisions or m.precision in request.precisions]
-    if not models:
+    usable = [b for b in backends if statuses[b.name].available]
+    found = derivations(bundle, usable, request.precisions) if request.derive else []
+    derived = [c for c, reason in found if reason is None]
+    if not models and not derived:
         offered = ", ".join(sorted({m.precision for m in bundle.models}))
+        why = sorted({reason for _, reason in found if reason}) or \
+            ([] if request.derive else ["--derive makes more on the device"])
         raise UsageError(f"{bundle.name} has no model in precision {', '.join(request.precisions or [])} "
-                         f"(it offers {offered})")
-    configs = [Configuration(m, b) for m in models for b in backends
-               if m.format in b.formats and statuses[b.name].available]
+                         f"(it offers {offered}{''.join('; ' + w for w in why)})")
+    configs = [Configuration(m, b) for m in models for b in usable if m.format in b.formats] + derived
     if not configs:
         formats = ", ".join(sorted({m.format for m in models}))
-        reasons = "; ".join(f"{b.name}: {statuses[b.name].reason or 'does not read ' + formats}" for b in backends)
+        reasons = "; ".join([f"{b.name}: {statuses[b.name].reason or 'does not read ' + formats}" for b in backends]
+                            + sorted({f"{c.label}: {reason}" for c, reason in found if reason}))
         raise BackendUnavailableError(f"no backend here can run {bundle.name} ({formats}): {reasons}")
     return configs
+
+
+def derivations(bundle: Bundle, backends: List[Backend],
+                precisions: Optional[List[str]] = None) -> List[Tuple[Configuration, Optional[str]]]:
+    """Every precision a backend here could make from a bundle file, with the reason it is skipped (None:
+    it can be made). The bundle's own files win: nothing is derived that the bundle ships."""
+    shipped = {(m.format, m.precision) for m in bundle.models}
+    found: List[Tuple[Configuration, Optional[str]]] = []
+    for model in bundle.models:
+        for backend in backends:
+            for precision in backend.derived_precisions(model) if model.format in backend.formats else ():
+                if (model.format, precision) in shipped or (precisions and precision not in precisions):
+                    continue
+                reason = None
+                if precision == "int8" and bundle.calibration is None:
+                    reason = ("INT8 skipped: " + ("a plain model file has no calibration data" if bundle.is_plain_file
+                              else "the bundle has no calibration data (data.calibration in manifest.json)"))
+                found.append((Configuration(model, backend, precision), reason))
+    return found
 
 
 def run(request: MeasureRequest, device: Dict[str, Any], on_start: Optional[StartHandler] = None,
@@ -121,7 +163,8 @@ def run(request: MeasureRequest, device: Dict[str, Any], on_start: Optional[Star
         for index, config in enumerate(configs):
             if on_start:
                 on_start(index + 1, len(configs), config.label)
-            report, output = _measure(bundle, config, request, device, Path(workdir) / f"{index}.npy", on_progress)
+            report, output = measure_configuration(bundle, config, request, device, Path(workdir) / f"{index}.npy",
+                                                   on_progress)
             reports.append(report)
             outputs.append(output)
         if reference is None:
@@ -146,13 +189,13 @@ def _reference(bundle: Bundle, configs: List[Configuration]) -> Optional[Configu
         model = next((m for m in bundle.models if m.precision == "fp32" and m.format == fmt), None)
         backend = next((b for b in available if fmt in b.formats), None)
         if model is not None and backend is not None:
-            return next((c for c in configs if c.model == model and c.backend is backend),
+            return next((c for c in configs if c.model == model and c.backend is backend and not c.derived),
                         Configuration(model, backend))
     return None
 
 
 def _worker_request(bundle: Bundle, config: Configuration, request: MeasureRequest, output_file: Path,
-                    with_latency: bool) -> Dict[str, Any]:
+                    with_latency: bool, with_outputs: bool = True) -> Dict[str, Any]:
     threads = request.threads or default_threads()
     options = config.backend.validate_options(
         {k: v for k, v in request.options.items() if k in config.backend.option_defaults})
@@ -161,9 +204,12 @@ def _worker_request(bundle: Bundle, config: Configuration, request: MeasureReque
     if bundle.evaluation is not None:
         data = {"path": str(bundle.evaluation.path), "limit": request.eval_limit}
     prep = bundle.preprocessing
+    calibration = CalibrationSet.from_bundle(bundle) if config.derived == "int8" else None
     return {
         "model": {"path": str(config.model.path), "format": config.model.format},
         "backend": config.backend.name,
+        "precision": config.derived,
+        "calibration": None if calibration is None else calibration.to_dict(),
         "threads": threads,
         "options": options,
         "inputs": {
@@ -176,30 +222,40 @@ def _worker_request(bundle: Bundle, config: Configuration, request: MeasureReque
         },
         "latency": {"warmup_count": request.warmup.count, "warmup_seconds": request.warmup.seconds,
                     "iterations": request.iterations, "min_seconds": request.min_seconds} if with_latency else None,
-        "outputs": None if bundle.is_plain_file else {"save": str(output_file), "generated_batches": FIDELITY_BATCHES},
+        "outputs": None if bundle.is_plain_file or not with_outputs else {
+            "save": str(output_file), "generated_batches": FIDELITY_BATCHES},
+        "trace": request.trace if with_latency else None,
+        "memory_limit_mb": request.memory_limit_mb,
+        "fault": request.fault,
     }
 
 
-def _measure(bundle: Bundle, config: Configuration, request: MeasureRequest, device: Dict[str, Any],
-             output_file: Path, on_progress: Optional[ProgressHandler]) -> Tuple[Report, Optional[np.ndarray]]:
+def measure_configuration(bundle: Bundle, config: Configuration, request: MeasureRequest, device: Dict[str, Any],
+                          output_file: Path, on_progress: Optional[ProgressHandler] = None,
+                          with_outputs: bool = True) -> Tuple[Report, Optional[np.ndarray]]:
+    """Measure one configuration in a worker: its report, and its first output's rows (for fidelity)."""
     model_section = {"name": bundle.name, "path": str(config.model.path), "sha256": config.model.sha256,
                      "bytes": config.model.size_bytes, "format": config.model.format,
-                     "precision": config.model.precision, "bundle": None if bundle.is_plain_file else str(bundle.root)}
-    worker_request = _worker_request(bundle, config, request, output_file, request.measures_latency)
+                     "precision": config.precision, "bundle": None if bundle.is_plain_file else str(bundle.root)}
+    worker_request = _worker_request(bundle, config, request, output_file, request.measures_latency, with_outputs)
     try:
-        result = run_worker(worker_request, request.time_limit_s, on_progress)
+        result = run_worker(worker_request, request.time_limit_s, on_progress, request.should_cancel)
     except AgentError as exc:
         report = Report(request.kind, device, model_section, {"name": config.backend.name,
                         "version": config.backend.status().version, "configuration": worker_request["options"]},
                         status="failed", error={"type": type(exc).__name__, "message": str(exc)})
         return report, None
-    if bundle.is_plain_file:
+    if bundle.is_plain_file and not config.derived:
         model_section["precision"] = result["precision"]
+    for warning in (result.get("prepared") or {}).get("warnings", []):
+        logging.getLogger("edge-agent").warning("%s: %s", config.label, warning)
     report = Report(request.kind, device, model_section, result["backend"], inputs=result["inputs"],
                     memory=result["memory"], thermal=result["thermal"])
     if "latency" in result:
         report.latency = dict(load_ms=result["load_ms"], first_ms=result["first_ms"], **result["latency"])
         report.latency_by_batch = result["by_batch"]
+    if "trace" in result:
+        report.profile = {"trace": result["trace"]}
     outputs = np.load(result["output_pass"]["file"]) if "output_pass" in result else None
     if outputs is not None and bundle.evaluation is not None and result["output_pass"]["from"] == "evaluation split":
         _, labels = bundle.evaluation.load(request.eval_limit)
@@ -213,7 +269,7 @@ def _reference_outputs(bundle: Bundle, reference: Configuration, request: Measur
     """Run the FP32 reference for its outputs only, when it was not among the configurations measured."""
     worker_request = _worker_request(bundle, reference, request, output_file, with_latency=False)
     try:
-        run_worker(worker_request, request.time_limit_s, on_progress)
+        run_worker(worker_request, request.time_limit_s, on_progress, request.should_cancel)
     except AgentError:
         return None
     return np.load(output_file)

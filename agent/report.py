@@ -37,6 +37,7 @@ class Report:
     thermal: Optional[Dict[str, Any]] = None
     accuracy: Optional[Dict[str, Any]] = None
     fidelity: Optional[Dict[str, Any]] = None
+    profile: Optional[Dict[str, Any]] = None
     status: str = "ok"
     error: Optional[Dict[str, str]] = None
     created: str = field(default_factory=utc_now)
@@ -53,7 +54,7 @@ class Report:
             "error": self.error, "agent": {"version": __version__}, "device": self.device, "model": self.model,
             "backend": self.backend, "inputs": self.inputs, "latency": self.latency,
             "latency_by_batch": self.latency_by_batch, "memory": self.memory, "thermal": self.thermal,
-            "accuracy": self.accuracy, "fidelity": self.fidelity,
+            "accuracy": self.accuracy, "fidelity": self.fidelity, "profile": self.profile,
         }
 
 

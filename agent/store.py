@@ -193,11 +193,19 @@ class Store:
         self._put(db, publish)
         return None
 
-    def next_job(self) -> Optional[Job]:
-        """Claim the next queued job, lowest priority number first, then oldest: it becomes running."""
+    def outcome(self, command_id: str) -> Optional[str]:
+        """The outcome remembered for a command id, or None when it was never seen (or forgotten)."""
+        with self._lock:
+            row = self._db.execute("SELECT outcome FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def next_job(self, lowest: int = 0, highest: Optional[int] = None) -> Optional[Job]:
+        """Claim the next queued job whose priority is in [lowest, highest], lowest priority number
+        first, then oldest: it becomes running. The range lets separate lanes share one queue."""
         with self._transaction() as db:
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' "
-                             "ORDER BY priority, seq LIMIT 1").fetchone()
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' AND priority BETWEEN ? AND ? "
+                             "ORDER BY priority, seq LIMIT 1",
+                             (lowest, (1 << 62) if highest is None else highest)).fetchone()
             if row is None:
                 return None
             now = time.time()
@@ -235,14 +243,20 @@ class Store:
 
     def interrupt_unfinished(self, announce: Optional[Announce] = None) -> List[Job]:
         """At start-up: mark every job left running by a crash `interrupted` and return them; the
-        messages `announce(job)` returns are queued in the same commit. Queued jobs stay queued."""
+        messages `announce(job)` returns are queued in the same commit, and the payload of its
+        `result` message, if any, is kept as the job's result. Queued jobs stay queued."""
         with self._transaction() as db:
             now = time.time()
             rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq").fetchall()
-            db.execute("UPDATE jobs SET state = 'interrupted', updated = ? WHERE state = 'running'", (now,))
-            jobs = [replace(Job(*row), state="interrupted", updated=now) for row in rows]
-            for job in jobs:
-                self._put(db, announce(job) if announce else ())
+            jobs = []
+            for row in rows:
+                job = replace(Job(*row), state="interrupted", updated=now)
+                messages = announce(job) if announce else ()
+                result = next((m.payload.decode("utf-8") for m in messages if m.kind == "result"), job.result)
+                db.execute("UPDATE jobs SET state = 'interrupted', result = ?, updated = ? WHERE id = ?",
+                           (result, now, job.id))
+                self._put(db, messages)
+                jobs.append(replace(job, result=result))
             return jobs
 
     def job(self, job_id: str) -> Optional[Job]:
@@ -276,8 +290,12 @@ class Store:
 
     def outbox_put(self, message: OutboxMessage) -> int:
         """Queue one message for publishing (applying the cap policy); returns its outbox id."""
+        return self.outbox_put_all([message])[0]
+
+    def outbox_put_all(self, messages: Sequence[OutboxMessage]) -> List[int]:
+        """Queue messages in one transaction, in order (applying the cap policy); returns their ids."""
         with self._transaction() as db:
-            return self._put(db, [message])[0]
+            return self._put(db, messages)
 
     def _put(self, db: sqlite3.Connection, messages: Sequence[OutboxMessage]) -> List[int]:
         ids = []

@@ -27,3 +27,12 @@ def digits_copy(tmp_path: Path, digits: Path) -> Path:
     target = tmp_path / "digits"
     shutil.copytree(digits, target)
     return target
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep quantized models, engines, peaks and decisions the tests make out of the user's ~/.cache;
+    subprocesses (the CLI, the daemon, workers) inherit the variable."""
+    import os
+
+    os.environ["EDGE_AGENT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edge-agent-cache"))

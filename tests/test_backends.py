@@ -31,7 +31,7 @@ def test_every_backend_reports_its_status() -> None:
     assert found["tflite"].available and found["tflite"].details["package"] in ("ai_edge_litert", "tflite_runtime")
     assert not found["tensorrt"].available and "not installed" in found["tensorrt"].reason
     assert not found["cuda"].available and found["cuda"].reason == "no GPU (no NVIDIA device node in /dev)"
-    assert [s.name for s in statuses()] == ["onnxruntime", "tflite"]
+    assert [s.name for s in statuses()] == ["onnxruntime", "tflite", "tensorrt"]
 
 
 def test_twins_agree_and_are_accurate(digits: Path) -> None:
@@ -86,8 +86,8 @@ def test_options_are_validated() -> None:
         ort.validate_options({"turbo": "1"})
     with pytest.raises(UsageError, match="takes on/off"):
         get_backend("tflite").validate_options({"xnnpack": "maybe"})
-    with pytest.raises(UsageError, match="unknown backend 'tensorrt'"):
-        require_available("tensorrt")
+    with pytest.raises(UsageError, match="unknown backend 'nosuch'"):
+        require_available("nosuch")
 
 
 def _litert_verifies() -> bool:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import queue
 import shutil
 import ssl
-import subprocess
 import threading
 import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
-from support.broker import Broker, TlsFiles, mosquitto_binary
+from support.broker import mosquitto_binary
+from support.sample_broker import DEPLOY, Fleet, make_credentials, make_tls, sample_broker
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
 WAIT_S = 3.0  # for what must arrive
 QUIET_S = 0.3  # for what must not: checked after a later message that did arrive
 
@@ -30,59 +29,11 @@ pytestmark = [
 ]
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def make_tls(folder: Path) -> TlsFiles:
-    """A throwaway CA and a server certificate for localhost and 127.0.0.1 signed by it."""
-    folder.mkdir(parents=True)
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
-            "/CN=edge-agent test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
-    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=folder)
-    (folder / "server.ext").write_text(
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=folder)
-    return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
-
-
-def make_credentials(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "EDGE_MQTT_PASSWORD_FILE": str(folder / "passwd"),
-           "EDGE_MQTT_ACL_FILE": str(folder / "acl")}
-    return subprocess.run([str(DEPLOY / "make-device-credentials"), *args], env=env, capture_output=True,
-                          text=True, timeout=30)
-
-
-class Fleet:
-    """The running broker, its CA and the passwords the script made."""
-
-    def __init__(self, broker: Broker, ca: Path, passwords: Dict[str, str]) -> None:
-        self.broker, self.ca, self.passwords = broker, ca, passwords
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    folder = tmp_path_factory.mktemp("fleet-broker")
-    tls = make_tls(folder / "tls")
-    shutil.copy(DEPLOY / "acl", folder / "acl")
-    passwords = {}
-    for user, args in (("dev-a", ["dev-a", "lab"]), ("dev-b", ["dev-b", "ops"]),
-                       ("dashboard", ["--password-only", "dashboard"])):
-        made = make_credentials(folder, *args)
-        assert made.returncode == 0, made.stderr
-        passwords[user] = made.stdout.strip()
-    config = ((DEPLOY / "mosquitto.conf").read_text().replace("/etc/mosquitto/edge-agent/", f"{folder}/")
-              .replace("\nlistener 8883\n", "\nlistener {tls_port} 127.0.0.1\n")
-              .replace("\nlistener 1883 127.0.0.1\n", "\nlistener {port} 127.0.0.1\n"))
-    assert "{tls_port}" in config and "{port}" in config
-    with Broker(folder / "broker", config=config) as broker:
-        startup = broker.log()
-        assert "running" in startup and "Error" not in startup and "Warning: ACL" not in startup, startup
-        yield Fleet(broker, tls.ca, passwords)
+    with sample_broker(tmp_path_factory.mktemp("fleet-broker"),
+                       {"dev-a": ["lab"], "dev-b": ["ops"], "dashboard": None}) as running:
+        yield running
 
 
 class Peer:

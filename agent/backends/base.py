@@ -12,11 +12,15 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from agent.errors import InputSpecError, UsageError
+
+if TYPE_CHECKING:
+    from agent.backends.build import BuildSpec, Prepared
+    from agent.bundle import ModelFile
 
 Dim = Union[int, str, None]
 
@@ -90,6 +94,11 @@ class Session(abc.ABC):
     def close(self) -> None:
         """Release the runtime's resources."""
 
+    def device_times_ns(self) -> Optional[List[int]]:
+        """Per-call device compute times of the calls made since the last `bind` (TensorRT: CUDA events
+        around the kernels, without host<->device copies); None where only the host call is timed."""
+        return None
+
     @staticmethod
     def _to_model(x: np.ndarray, info: TensorInfo) -> np.ndarray:
         if info.quantization and np.issubdtype(x.dtype, np.floating):
@@ -120,6 +129,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def load(self, path: Path, threads: int, options: Dict[str, Any]) -> Session:
         """Turn a model file into a ready session with `threads` threads and validated `options`."""
+
+    def derived_precisions(self, model: ModelFile) -> Tuple[str, ...]:
+        """Precisions this backend makes on the device from `model` (besides the file's own), e.g. ONNX
+        Runtime's INT8 by static quantization; `prepare` makes them."""
+        return ()
+
+    def prepare(self, path: Path, spec: BuildSpec, options: Dict[str, Any]) -> Optional[Prepared]:
+        """Make what `load` opens for `spec` (a quantized model, an engine), cached; None: load `path` as is.
+        Runs in the worker before loading, never inside the timed loop."""
+        return None
+
+    def variants(self, precision: str, threads: Sequence[int]) -> List[Tuple[int, Dict[str, Any]]]:
+        """The (threads, options) pairs worth racing at `precision` on this board (`edge-agent select`)."""
+        return [(count, {}) for count in threads]
 
     def validate_options(self, options: Dict[str, str]) -> Dict[str, Any]:
         """Check `--option NAME=VALUE` pairs against this backend's options, coercing to each default's type."""

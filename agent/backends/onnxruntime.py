@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from agent.backends.base import Backend, BackendStatus, Session, TensorInfo
-from agent.errors import ModelFormatError
+from agent.backends.build import BuildSpec, Prepared
+from agent.bundle import ModelFile
+from agent.errors import BundleError, ModelFormatError
+from agent.quantize import METHODS
+
+# Providers `select` races, fastest first, when this build of ONNX Runtime has them; FP16 models run
+# well on the GPU ones only (the CPU provider has few FP16 kernels), INT8 QDQ on the CPU provider.
+_RACED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_FP16_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 # ONNX Runtime's tensor type strings -> numpy dtype names.
 _DTYPES = {
@@ -40,6 +48,10 @@ class OnnxRuntimeSession(Session):
     def _bind(self, feeds: List[np.ndarray]) -> Callable[[], Any]:
         return functools.partial(self._session.run, None, self._feed(feeds))
 
+    def end_profiling(self) -> str:
+        """Stop ONNX Runtime's profiler (option `profile_dir`) and return the trace file it wrote."""
+        return str(self._session.end_profiling())
+
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime with an explicit thread count, optimisation level and provider list."""
@@ -51,8 +63,43 @@ class OnnxRuntimeBackend(Backend):
         "inter_op_threads": 1,
         "execution_mode": "sequential",
         "provider": "CPUExecutionProvider",
+        "profile_dir": "",
+        "quantization": "minmax",
     }
-    option_choices = {"graph_optimization": tuple(_OPT_LEVELS), "execution_mode": ("sequential", "parallel")}
+    option_choices = {"graph_optimization": tuple(_OPT_LEVELS), "execution_mode": ("sequential", "parallel"),
+                      "quantization": METHODS}
+
+    def derived_precisions(self, model: ModelFile) -> Tuple[str, ...]:
+        """INT8 (static QDQ quantization) from an FP32 ONNX file; FP16 too where a GPU provider runs it."""
+        if model.format != "onnx" or model.precision != "fp32":
+            return ()
+        return ("int8", "fp16") if set(self._providers()) & set(_FP16_PROVIDERS) else ("int8",)
+
+    def prepare(self, path: Path, spec: BuildSpec, options: Dict[str, Any]) -> Optional[Prepared]:
+        """Quantize (option `quantization`: the calibration method) or convert, through the cache."""
+        from agent import quantize
+
+        if spec.precision == "int8":
+            if spec.calibration is None:
+                raise BundleError("INT8 quantization needs the bundle's calibration data (data.calibration)")
+            return quantize.quantize_int8(path, spec.calibration, options["quantization"])
+        if spec.precision == "fp16":
+            return quantize.convert_fp16(path)
+        return None
+
+    def variants(self, precision: str, threads: Sequence[int]) -> List[Tuple[int, Dict[str, Any]]]:
+        """Every provider here that runs `precision` well (TensorRT and CUDA EPs when present); thread
+        counts matter for the CPU provider only."""
+        usable = {"int8": ("CPUExecutionProvider",), "fp16": _FP16_PROVIDERS}.get(precision, _RACED_PROVIDERS)
+        providers = [p for p in _RACED_PROVIDERS if p in usable and p in self._providers()]
+        return [(count, {"provider": provider}) for provider in providers
+                for count in (threads if provider == "CPUExecutionProvider" else threads[-1:])]
+
+    @staticmethod
+    def _providers() -> List[str]:
+        import onnxruntime
+
+        return list(onnxruntime.get_available_providers())
 
     def status(self) -> BackendStatus:
         try:
@@ -75,6 +122,10 @@ class OnnxRuntimeBackend(Backend):
                              else onnxruntime.ExecutionMode.ORT_SEQUENTIAL)
         so.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, _OPT_LEVELS[level])
         so.log_severity_level = 3
+        if options.get("profile_dir"):  # `edge-agent profile`: the per-node trace and the graph that runs
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(options["profile_dir"]) / "onnxruntime-profile")
+            so.optimized_model_filepath = str(Path(options["profile_dir"]) / "optimized.onnx")
         try:
             session = onnxruntime.InferenceSession(str(path), sess_options=so, providers=[options["provider"]])
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/InvalidGraph types

@@ -7,10 +7,11 @@ from typing import Dict, List, Optional
 
 from agent.backends.base import Backend, BackendStatus
 from agent.backends.onnxruntime import OnnxRuntimeBackend
+from agent.backends.tensorrt import TensorRTBackend
 from agent.backends.tflite import TfliteBackend
 from agent.errors import BackendUnavailableError, UsageError
 
-BACKENDS: Dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), TfliteBackend())}
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), TfliteBackend(), TensorRTBackend())}
 
 
 def get_backend(name: str) -> Backend:
@@ -43,16 +44,6 @@ def _gpu_device_node() -> Optional[str]:
     return None
 
 
-def _tensorrt_status() -> BackendStatus:
-    try:
-        import tensorrt
-    except Exception as exc:
-        return BackendStatus("tensorrt", False, reason=f"not installed ({exc}); TensorRT ships with JetPack",
-                             formats=("onnx",))
-    return BackendStatus("tensorrt", False, version=getattr(tensorrt, "__version__", "unknown"),
-                         reason="installed, but edge-agent's TensorRT backend is not built yet", formats=("onnx",))
-
-
 def _cuda_status() -> BackendStatus:
     node = _gpu_device_node()
     if node is None:
@@ -61,5 +52,5 @@ def _cuda_status() -> BackendStatus:
 
 
 def runtime_statuses() -> List[BackendStatus]:
-    """The measurement backends, then the runtimes edge-agent looks for but cannot measure with yet."""
-    return statuses() + [_tensorrt_status(), _cuda_status()]
+    """The measurement backends, then CUDA (which TensorRT and ONNX Runtime's GPU providers need)."""
+    return statuses() + [_cuda_status()]

@@ -14,9 +14,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
     """The model, configuration and input options that `bench`, `eval` (and later commands) share."""
     parser.add_argument("model", help="a bundle folder (with manifest.json) or a .onnx / .tflite file")
     parser.add_argument("--backend", type=word_list, action="extend", metavar="B[,B]",
-                        help="run only these backends (onnxruntime, tflite); default: every available one")
+                        help="run only these backends (onnxruntime, tflite, tensorrt); default: every available "
+                             "one; `auto`: the configuration `edge-agent select` chose (selecting first if needed)")
     parser.add_argument("--precision", type=word_list, action="extend", metavar="P[,P]",
                         help="run only these precisions of the bundle (fp32, fp16, int8)")
+    parser.add_argument("--derive", action="store_true",
+                        help="also run the precisions backends make on the device from the FP32 file "
+                             "(ONNX Runtime INT8/FP16, TensorRT FP16/INT8 engines)")
     parser.add_argument("--threads", type=positive_int, help="runtime threads (default: every core)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a backend option, e.g. xnnpack=off or graph_optimization=basic")
@@ -62,7 +66,7 @@ def measure_request(args: argparse.Namespace) -> Any:
         model=args.model, kind=args.command, backends=args.backend, precisions=args.precision,
         threads=args.threads, options=pairs(args.option, "--option"), batch=args.batch,
         shapes=dict(parse_shape_arg(t) for t in args.shape), inputs=dict(parse_input_arg(t) for t in args.input),
-        eval_limit=args.eval_limit, time_limit_s=args.time_limit, seed=args.seed)
+        eval_limit=args.eval_limit, time_limit_s=args.time_limit, seed=args.seed, derive=args.derive)
     if hasattr(args, "warmup"):
         request.warmup = Warmup.parse(args.warmup)
         request.iterations = args.iterations
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     request = measure_request(args)
     progress = Progress()
     try:
+        if request.backends and "auto" in request.backends:
+            request = chosen(request, progress)
         reports = jobs.run(request, jobs.device_section(), progress.start, progress.update)
     finally:
         progress.close()
@@ -88,6 +94,17 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output).write_text(report.to_json(reports) + "\n", encoding="utf-8")
     print(report.to_json(reports) if args.json else report.render_table(reports))
     return failure(failed[0]).exit_code if failed else 0
+
+
+def chosen(request: Any, progress: Any) -> Any:
+    """`--backend auto`: the request narrowed to the stored choice of `edge-agent select`, selecting first
+    when there is none."""
+    from agent import select
+    from agent.errors import UsageError
+
+    if request.backends != ["auto"]:
+        raise UsageError("--backend auto runs the chosen configuration alone: give no other backend")
+    return select.apply_choice(request, select.stored_or_select(request.model, progress=progress))
 
 
 def failure(failed: Any) -> AgentError:

@@ -26,9 +26,16 @@ _TAIL_LINES = 6
 _EXIT_GRACE_S = 5.0
 
 
-def run_worker(request: Dict[str, Any], time_limit_s: float,
-               on_progress: Optional[ProgressHandler] = None) -> Dict[str, Any]:
-    """Send `request` to a fresh worker and return its result, or raise the error it reported or met."""
+class WorkerCancelled(Exception):
+    """The caller's `should_cancel` said stop: the worker was killed. Deliberately not an `AgentError`,
+    so code that turns worker errors into failed reports lets it through to whoever cancelled."""
+
+
+def run_worker(request: Dict[str, Any], time_limit_s: float, on_progress: Optional[ProgressHandler] = None,
+               should_cancel: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
+    """Send `request` to a fresh worker and return its result, or raise the error it reported or met.
+    `should_cancel` is polled about every 0.1 s; when it returns True the worker's process group is
+    killed and `WorkerCancelled` raised."""
     with tempfile.TemporaryFile("w+b") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "agent.measure.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -38,9 +45,9 @@ def run_worker(request: Dict[str, Any], time_limit_s: float,
             process.stdin.write(json.dumps(request).encode())
             process.stdin.close()
         try:
-            events, timed_out = _read_events(process, time.monotonic() + time_limit_s, on_progress)
+            events, timed_out = _read_events(process, time.monotonic() + time_limit_s, on_progress, should_cancel)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=_EXIT_GRACE_S)
+                process.wait(timeout=0 if timed_out else _EXIT_GRACE_S)  # a timed-out worker is killed at once
         finally:
             _kill_group(process)
             process.wait()
@@ -49,6 +56,8 @@ def run_worker(request: Dict[str, Any], time_limit_s: float,
         if final is None:
             what = (f"worker timed out after {time_limit_s:g} s and was killed" if timed_out
                     else _death_cause(process.returncode))
+            if request.get("memory_limit_mb"):
+                what += f" (it ran under a {request['memory_limit_mb']} MB memory limit)"
             tail = _tail(stderr)
             raise errors.WorkerError(what + (f"; its last output:\n{tail}" if tail else ""))
         if final["event"] == "error":
@@ -63,8 +72,8 @@ def _worker_env() -> Dict[str, str]:
     return env
 
 
-def _read_events(process: subprocess.Popen, deadline: float,
-                 on_progress: Optional[ProgressHandler]) -> Tuple[List[Dict[str, Any]], bool]:
+def _read_events(process: subprocess.Popen, deadline: float, on_progress: Optional[ProgressHandler],
+                 should_cancel: Optional[Callable[[], bool]] = None) -> Tuple[List[Dict[str, Any]], bool]:
     """Read JSON lines until the worker closes its channel or the deadline passes (then True)."""
     events: List[Dict[str, Any]] = []
     buffer = b""
@@ -75,7 +84,9 @@ def _read_events(process: subprocess.Popen, deadline: float,
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return events, True
-            if not selector.select(timeout=min(remaining, 0.5)):
+            if should_cancel is not None and should_cancel():
+                raise WorkerCancelled("cancelled")
+            if not selector.select(timeout=min(remaining, 0.5 if should_cancel is None else 0.1)):
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, TextIO
 
 import numpy as np
 
+from agent.backends.build import BuildSpec, CalibrationSet, Prepared
 from agent.backends.registry import require_available
 from agent.bundle import Preprocessing
 from agent.errors import AgentError
@@ -74,6 +75,16 @@ def _fault(kind: Optional[str]) -> None:
         time.sleep(3600)
     elif kind == "exit":
         os._exit(3)
+    elif kind == "oom":  # 16 GiB of address space, never touched: fails at once under a memory limit
+        np.empty(16 << 30, dtype=np.uint8)
+
+
+def limit_memory(megabytes: Optional[int]) -> None:
+    """Cap this process's address space (RLIMIT_AS) before any model is loaded: a runtime that
+    needs more then fails with an allocation error instead of pushing the board into swap or OOM."""
+    if megabytes:
+        size = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
 
 def measure(request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
@@ -82,6 +93,9 @@ def measure(request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
     status = backend.status()
     model_path = Path(request["model"]["path"])
     feed_spec = request["inputs"]
+    prepared = _prepare(backend, model_path, request, channel)
+    if prepared is not None:
+        model_path = prepared.path
     thermal_before = thermal_snapshot()
     baseline_rss = rss_mb()
 
@@ -116,7 +130,11 @@ def measure(request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
         "outputs": [t.to_dict() for t in session.outputs],
         "input_source": "evaluation split" if feeder.uses_samples(shapes) else "generated or given",
         "load_ms": load_ms,
+        "prepared": None if prepared is None else prepared.to_dict(),
     }
+    if prepared is not None:
+        result["backend"]["configuration"] = dict(session.configuration,
+                                                  build=dict(prepared.details, warnings=prepared.warnings))
     plan = request.get("latency")
     if plan:
         result.update(_time(session, feeder, shapes, batches, plan, overrides, channel))
@@ -126,12 +144,28 @@ def measure(request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
         "model_added_mb": None if baseline_rss is None or rss_loaded is None else rss_loaded - baseline_rss,
         "peak_rss_mb": peak_rss_mb(),
     }
+    if request.get("trace"):  # `edge-agent profile`: the runtime's per-op timer, on a second session
+        from agent.profile.trace import trace_runs
+        channel.send("progress", phase="trace")
+        result["trace"] = trace_runs(backend, model_path, request["threads"], request["options"], shapes,
+                                     feeder.batch(shapes), request["trace"])
     if request.get("outputs"):
         result["output_pass"] = _output_pass(session, feeder, shapes, request["outputs"], channel)
     from agent.device.telemetry import throttle_report
     result["thermal"] = throttle_report(thermal_before, thermal_snapshot())
     session.close()
     return result
+
+
+def _prepare(backend: Any, model_path: Path, request: Dict[str, Any], channel: Channel) -> Optional[Prepared]:
+    """Let the backend make what it loads (a quantized model, an engine) before anything is timed."""
+    feed_spec = request["inputs"]
+    spec = BuildSpec(request.get("precision"), CalibrationSet.from_dict(request.get("calibration")),
+                     tuple(feed_spec.get("batch") or [1]), feed_spec.get("shapes", {}),
+                     tuple(feed_spec.get("names", [])))
+    if spec.precision is not None:  # quantizing or building an engine: seconds to minutes
+        channel.send("progress", phase="prepare", precision=spec.precision)
+    return backend.prepare(model_path, spec, request["options"])
 
 
 def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], plan: Dict[str, Any],
@@ -150,7 +184,11 @@ def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], p
         latency.warm_up(call, warmup)
         channel.send("progress", phase="measure", batch=batch, seconds=plan["min_seconds"])
         times = latency.measure(call, plan["iterations"], plan["min_seconds"])
-        by_batch.append(latency.summarize(times, batch))
+        summary = latency.summarize(times, batch)
+        device_times = session.device_times_ns()
+        if device_times:  # the device's own time for the measured calls (the last ones), without copies
+            summary["device_compute"] = latency.summarize(device_times[-len(times):], batch)
+        by_batch.append(summary)
     return {"first_ms": first_ms, "latency": by_batch[0], "by_batch": by_batch if len(by_batch) > 1 else None}
 
 
@@ -181,9 +219,15 @@ def main() -> int:
     channel = Channel(os.fdopen(os.dup(1), "w"))
     os.dup2(2, 1)  # native runtimes print to fd 1: keep those lines out of the protocol
     sys.stdout = sys.stderr
+    request: Dict[str, Any] = {}
     try:
         request = json.loads(sys.stdin.read())
+        limit_memory(request.get("memory_limit_mb"))
         channel.send("result", result=measure(request, channel))
+    except MemoryError as exc:
+        limit = request.get("memory_limit_mb")
+        channel.send("error", type="WorkerError", message=f"out of memory{f' (limit {limit} MB)' if limit else ''}: "
+                                                          f"{exc or 'an allocation failed'}")
     except AgentError as exc:
         channel.send("error", type=type(exc).__name__, message=str(exc))
     except Exception as exc:  # a runtime's own exception type: reported, never a traceback on the parent

@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from agent.mqtt.messages import (
     ROUTES,
@@ -29,9 +29,9 @@ from agent.mqtt.messages import (
 from agent.mqtt.schema import COMMANDS, ERROR_CODES, Limits, ProtocolError, check_command_id, is_command_id, show
 from agent.store import OutboxMessage
 
-__all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "ProtocolError", "Result",
-           "Status", "Telemetry", "Topics", "decode_message", "encode", "encode_command", "new_command_id",
-           "parse_command", "target_topic", "validate_device_id", "validate_group_name"]
+__all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "ProtocolError", "ReplyTo",
+           "Result", "Status", "Telemetry", "Topics", "decode_message", "encode", "encode_command", "new_command_id",
+           "parse_command", "reply_to", "target_topic", "validate_device_id", "validate_group_name"]
 
 DEFAULT_ROOT = "edge"
 DEFAULT_LIMITS = Limits()
@@ -97,9 +97,9 @@ class Topics:
         """This device's topic for an outgoing message kind (`status`, `event`, ...)."""
         return f"{self.root}/{self.device_id}/{ROUTES[kind][0]}"
 
-    def publications(self, message: Message, command: Optional[Command] = None) -> List[OutboxMessage]:
+    def publications(self, message: Message, command: Optional[Union[Command, ReplyTo]] = None) -> List[OutboxMessage]:
         """The outbox entries for a message: its own topic, plus a copy to the command's MQTT 5
-        response topic (with its correlation data) when the command asked for one."""
+        response topic (with its correlation data) when the command (or a bare `ReplyTo`) names one."""
         _, qos, retain = ROUTES[message.KIND]
         own = OutboxMessage(self.topic(message.KIND), encode(message), qos, retain, message.KIND)
         if command is None or command.response_topic is None:
@@ -107,6 +107,22 @@ class Topics:
         reply = replace(own, topic=command.response_topic, retain=False,
                         correlation_data=command.correlation_data)
         return [own, reply]
+
+
+@dataclass(frozen=True)
+class ReplyTo:
+    """The MQTT 5 reply properties of a payload that did not parse into a `Command`."""
+
+    response_topic: Optional[str]
+    correlation_data: Optional[bytes] = None
+
+
+def reply_to(response_topic: Optional[str], correlation_data: Optional[bytes]) -> Optional[ReplyTo]:
+    """Checked reply properties (as `parse_command` checks them), or None when there is no response
+    topic; raises `ProtocolError` when they are unusable."""
+    if response_topic is None:
+        return None
+    return ReplyTo(_check_response_topic(response_topic), _check_correlation(correlation_data))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,335 @@
+"""The daemon's settings: `/etc/edge-agent/agent.toml`, overridden by `EDGE_AGENT_*` variables.
+
+Every setting is declared once below, in its section's dataclass, with its default and its check;
+`load` reads the file, applies the environment (`EDGE_AGENT_<SECTION>_<KEY>`, e.g.
+`EDGE_AGENT_MQTT_HOST`; lists are comma-separated there) and validates everything in one pass, so
+a bad value stops the agent at start with a `ConfigError` that names the key and where it came
+from. Unknown keys in the file are errors (a misspelt key must not silently fall back to its
+default); unknown `EDGE_AGENT_*` variables are left alone unless they start with a section's name.
+See docs/daemon.md for the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+from agent.errors import AgentError
+
+DEFAULT_PATH = Path("/etc/edge-agent/agent.toml")
+ENV_PREFIX = "EDGE_AGENT_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+Parser = Callable[[str, Any, bool], Any]  # (key, value, value came from the environment) -> checked value
+
+
+class ConfigError(AgentError):
+    """A setting that is missing, malformed or out of range; the message names the key."""
+
+    exit_code = 2
+
+
+def _setting(default: Any, parse: Parser) -> Any:
+    return field(default=default, metadata={"parse": parse})
+
+
+def _bad(key: str, problem: str, value: Any) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ConfigError(f"{key}: {problem}, not {shown}")
+
+
+def text(key: str, value: Any, from_env: bool) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise _bad(key, "must be a non-empty string", value)
+    return value
+
+
+def path(key: str, value: Any, from_env: bool) -> Path:
+    """A file or folder path."""
+    return Path(text(key, value, from_env))
+
+
+def optional_path(key: str, value: Any, from_env: bool) -> Optional[Path]:
+    """A file or folder path; an empty string (in the environment) means none."""
+    return None if value == "" and from_env else path(key, value, from_env)
+
+
+def boolean(key: str, value: Any, from_env: bool) -> bool:
+    """true/false (in the environment also 1/0, yes/no, on/off)."""
+    if from_env and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    if not isinstance(value, bool):
+        raise _bad(key, "must be true or false", value)
+    return value
+
+
+def integer(low: int, high: int) -> Parser:
+    """A whole number in [low, high]."""
+    def parse(key: str, value: Any, from_env: bool) -> int:
+        if from_env and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _bad(key, f"must be an integer in {low}..{high}", value)
+        return value
+    return parse
+
+
+def number(low: float, high: float) -> Parser:
+    """A number in [low, high]."""
+    def parse(key: str, value: Any, from_env: bool) -> float:
+        if from_env and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise _bad(key, f"must be a number in {low:g}..{high:g}", value)
+        return float(value)
+    return parse
+
+
+def choice(*allowed: str) -> Parser:
+    """One string out of a fixed set."""
+    def parse(key: str, value: Any, from_env: bool) -> str:
+        if value not in allowed:
+            raise _bad(key, f"must be one of {', '.join(allowed)}", value)
+        return str(value)
+    return parse
+
+
+def words(check: Optional[Callable[[str], str]] = None) -> Parser:
+    """A list of strings (comma-separated in the environment), each passed through `check`."""
+    def parse(key: str, value: Any, from_env: bool) -> Tuple[str, ...]:
+        if from_env and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise _bad(key, "must be a list of non-empty strings", value)
+        try:
+            return tuple(check(item) if check else item for item in value)
+        except AgentError as error:
+            raise ConfigError(f"{key}: {error}") from None
+    return parse
+
+
+def _device_id(key: str, value: Any, from_env: bool) -> str:
+    from agent.mqtt.protocol import validate_device_id
+
+    try:
+        return validate_device_id(text(key, value, from_env))
+    except ConfigError:
+        raise
+    except AgentError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+def _group(name: str) -> str:
+    from agent.mqtt.protocol import validate_group_name
+
+    return validate_group_name(name)
+
+
+def _memory_limit(key: str, value: Any, from_env: bool) -> Union[str, int]:
+    if value == "auto":
+        return "auto"
+    return integer(0, 1 << 30)(key, value, from_env)
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """[device]: who this board is on the broker."""
+
+    id: str = _setting("", _device_id)  # "" = this machine's hostname
+    groups: Tuple[str, ...] = _setting((), words(_group))
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """[mqtt]: the broker and how to reach it."""
+
+    host: str = _setting("localhost", text)
+    port: int = _setting(8883, integer(1, 65535))
+    root: str = _setting("edge", text)
+    tls: bool = _setting(True, boolean)
+    ca_file: Optional[Path] = _setting(None, optional_path)  # None: the system's CA store
+    cert_file: Optional[Path] = _setting(None, optional_path)
+    key_file: Optional[Path] = _setting(None, optional_path)
+    insecure: bool = _setting(False, boolean)  # true skips the broker hostname check: never in production
+    username: Optional[str] = _setting(None, text)  # None: the device id (the agent), anonymous (fleet)
+    password: Optional[str] = _setting(None, text)
+    password_file: Optional[Path] = _setting(None, optional_path)
+    protocol: str = _setting("auto", choice("auto", "5", "3.1.1"))
+    keepalive_s: int = _setting(30, integer(5, 3600))
+    session_expiry_s: int = _setting(7 * 86400, integer(0, 2 ** 32 - 1))
+    reconnect_min_s: float = _setting(0.5, number(0.05, 600))
+    reconnect_max_s: float = _setting(60.0, number(0.1, 3600))
+    inflight: int = _setting(16, integer(1, 1000))
+    max_payload_bytes: int = _setting(64 * 1024, integer(256, 16 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """[storage]: where the agent keeps its state database and its model store."""
+
+    state_dir: Path = _setting(Path("/var/lib/edge-agent"), path)
+    model_dir: Optional[Path] = _setting(None, optional_path)  # None: <state_dir>/models
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """[telemetry]: how often board readings are published (0 turns them off)."""
+
+    interval_s: float = _setting(10.0, number(0, 86400))
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """[jobs]: the queue and the limits of each measurement worker."""
+
+    queue_limit: int = _setting(256, integer(1, 100_000))
+    time_limit_s: float = _setting(300.0, number(1, 86400))
+    memory_limit_mb: Union[str, int] = _setting("auto", _memory_limit)  # 0: none; auto: see docs/daemon.md
+    stop_grace_s: float = _setting(10.0, number(0, 3600))
+    remember_days: float = _setting(7.0, number(0.001, 3650))
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """[deploy]: where bundles may be downloaded from, and how big they may be."""
+
+    http_hosts: Tuple[str, ...] = _setting((), words())
+    max_bytes: int = _setting(4 * 1024 ** 3, integer(1, 1 << 50))
+    max_unpacked_bytes: int = _setting(8 * 1024 ** 3, integer(1, 1 << 50))
+    timeout_s: float = _setting(60.0, number(1, 3600))
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """[outbox]: the cap of unsent messages (oldest telemetry goes first, never results)."""
+
+    max_messages: int = _setting(10_000, integer(10, 10_000_000))
+    max_bytes: int = _setting(32 * 1024 * 1024, integer(64 * 1024, 1 << 40))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the agent, checked; `source` is the file it came from (None: defaults only)."""
+
+    device: DeviceSettings = DeviceSettings()
+    mqtt: MqttSettings = MqttSettings()
+    storage: StorageSettings = StorageSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    jobs: JobSettings = JobSettings()
+    deploy: DeploySettings = DeploySettings()
+    outbox: OutboxSettings = OutboxSettings()
+    source: Optional[Path] = None
+
+    @property
+    def model_dir(self) -> Path:
+        """The model store."""
+        return self.storage.model_dir or self.storage.state_dir / "models"
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file of jobs and the outbox."""
+        return self.storage.state_dir / "agent.db"
+
+
+_SECTION_TYPES = {"device": DeviceSettings, "mqtt": MqttSettings, "storage": StorageSettings,
+                  "telemetry": TelemetrySettings, "jobs": JobSettings, "deploy": DeploySettings,
+                  "outbox": OutboxSettings}
+
+
+def read_toml(path: Path) -> Dict[str, Any]:
+    """The TOML document at `path` (tomllib on Python 3.11+, tomli before), or a ConfigError."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml  # novermin (guarded by the version check)
+    else:
+        try:
+            import tomli as toml
+        except ImportError:
+            raise ConfigError("reading agent.toml needs the tomli package on Python < 3.11 "
+                              "(pip install 'edge-agent[mqtt]')") from None
+    try:
+        with open(path, "rb") as handle:
+            return dict(toml.load(handle))
+    except OSError as error:
+        raise ConfigError(f"cannot read the configuration {path}: {error.strerror}") from None
+    except toml.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+
+
+def parse_section(name: str, table: Mapping[str, Any], environ: Mapping[str, str], where: str) -> Any:
+    """One section's settings from its TOML table and the environment (which wins)."""
+    cls = _SECTION_TYPES[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    known = {item.name: item for item in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting {name}.{key} (known: {', '.join(sorted(known))})")
+    prefix = f"{ENV_PREFIX}{name.upper()}_"
+    for variable in environ:
+        if variable.startswith(prefix) and variable[len(prefix):].lower() not in known:
+            raise ConfigError(f"environment {variable}: no setting {name}.{variable[len(prefix):].lower()} "
+                              f"(known: {', '.join(sorted(known))})")
+    values = {}
+    for key, item in known.items():
+        variable = prefix + key.upper()
+        if variable in environ:
+            values[key] = item.metadata["parse"](f"environment {variable} ({name}.{key})", environ[variable], True)
+        elif key in table:
+            values[key] = item.metadata["parse"](f"{where}: {name}.{key}", table[key], False)
+    return cls(**values)
+
+
+def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read, override and validate every setting; `path=None` starts from the defaults alone."""
+    env = dict(os.environ if environ is None else environ)
+    document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
+    where = str(path) if path is not None else "defaults"
+    for name in document:
+        if name not in _SECTION_TYPES:
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTION_TYPES)})")
+    sections = {name: parse_section(name, document.get(name, {}), env, where) for name in _SECTION_TYPES}
+    config = Config(**sections, source=None if path is None else Path(path))
+    return _complete(config)
+
+
+def _complete(config: Config) -> Config:
+    """Fill the defaults that depend on other settings and check settings against each other."""
+    device = config.device
+    if not device.id:
+        device = replace(device, id=_device_id("device.id (default: the hostname)", socket.gethostname(), False))
+    mqtt = config.mqtt
+    if mqtt.password is not None and mqtt.password_file is not None:
+        raise ConfigError("mqtt.password and mqtt.password_file are both set: keep one")
+    if (mqtt.cert_file is None) != (mqtt.key_file is None):
+        raise ConfigError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+    if mqtt.reconnect_min_s > mqtt.reconnect_max_s:
+        raise ConfigError("mqtt.reconnect_min_s is above mqtt.reconnect_max_s")
+    for name in ("ca_file", "cert_file", "key_file", "password_file"):
+        file = getattr(mqtt, name)
+        if file is not None and not file.is_file():
+            raise ConfigError(f"mqtt.{name}: {file} is not a file")
+    from agent.mqtt.protocol import Topics
+
+    try:
+        Topics(device.id, device.groups, mqtt.root)
+    except AgentError as error:
+        raise ConfigError(f"mqtt.root: {error}") from None
+    return replace(config, device=device, mqtt=mqtt)
+
+
+def broker_password(mqtt: MqttSettings) -> Optional[str]:
+    """The broker password: `password`, or the first line of `password_file` (read now, so a
+    rotated file is picked up at the next connection)."""
+    if mqtt.password_file is None:
+        return mqtt.password
+    try:
+        return mqtt.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError) as error:
+        raise ConfigError(f"mqtt.password_file: cannot read a password from {mqtt.password_file}: {error}") from None

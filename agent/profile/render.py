@@ -1,0 +1,161 @@
+"""The readable form of profile reports: a summary, then the costliest layers and why they cost it here.
+
+Layers are sorted by measured time (static profiles: by MACs); `top` keeps the first N. The `why`
+column says where a layer sits on this board's roofline: compute- or memory-bound, and the fraction
+of the roofline bound its measured time reaches (100% = as fast as the board allows).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from agent.report import Report
+
+NAME_WIDTH = 44
+_COLUMNS = ("layer", "op", "ms", "share", "MACs", "FLOP/B", "GFLOP/s", "GB/s", "why")
+
+
+def count(value: Optional[float], unit: str = "") -> str:
+    """A large count with an SI prefix: 1.23G, 456.8K; `-` for None."""
+    if value is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{prefix}{unit}"
+    return f"{value:.0f}{unit}"
+
+
+def number(value: Optional[float], digits: int = 3) -> str:
+    """A measured figure with `digits` significant digits; `-` for None."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def percent(value: Optional[float]) -> str:
+    """A fraction as a percentage; `-` for None."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def short(name: str, width: int = NAME_WIDTH) -> str:
+    """A long layer name cut in the middle, keeping its start and its end."""
+    if len(name) <= width:
+        return name
+    keep = width - 3
+    return name[:keep - keep // 3] + "..." + name[len(name) - keep // 3:]
+
+
+def why(row: Dict[str, Any]) -> str:
+    """Per layer: the bound, how close to it the measured time is, and what was fused into it."""
+    if row.get("folded"):
+        return "folded into a constant when the model loaded"
+    if row.get("fused_into"):
+        return f"fused into {short(row['fused_into'], 30)}"
+    if row.get("note"):
+        return f"not counted: {row['note']}"
+    text = f"{row['bound']}-bound" if row.get("bound") else "no roofline (run `edge-agent peaks`)"
+    if row.get("roof_fraction") is not None:
+        text += f", {percent(row['roof_fraction'])} of roof"
+    elif row.get("lower_bound_ms") is not None:
+        text += f", >= {number(row['lower_bound_ms'])} ms"
+    if row.get("fused_layers"):
+        text += " (+ " + ", ".join(short(n, 24) for n in row["fused_layers"][:3]) + \
+            (", ..." if len(row["fused_layers"]) > 3 else "") + ")"
+    return text
+
+
+def ordered_layers(section: Dict[str, Any], top: Optional[int]) -> List[Dict[str, Any]]:
+    """Layers by measured time when any was measured, else by MACs; the first `top`."""
+    rows = section["layers"]
+    if any(r.get("measured_ms") is not None for r in rows):
+        rows = sorted((r for r in rows if r.get("measured_ms") is not None), key=lambda r: -r["measured_ms"])
+    else:
+        rows = sorted(rows, key=lambda r: -(r.get("macs") or 0))
+    return rows[:top] if top else rows
+
+
+def layer_table(section: Dict[str, Any], top: Optional[int]) -> List[str]:
+    """The per-layer table, aligned."""
+    cells = [list(_COLUMNS)]
+    for row in ordered_layers(section, top):
+        cells.append([short(row["name"]), row["op"], number(row.get("measured_ms")), percent(row.get("share")),
+                      count(row.get("macs")), number(row.get("intensity")), number(row.get("achieved_gflops")),
+                      number(row.get("achieved_gbs")), why(row)])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
+
+
+def summary(report: Report) -> List[str]:
+    """The lines above the table: what ran, whole-model figures, totals, roofline and scaling."""
+    section = report.profile or {}
+    backend = report.backend.get("name")
+    config = f"{backend} {report.backend.get('version') or ''}".strip() if backend else "static profile (not run)"
+    lines = [f"profile: {report.model.get('name')} {report.model.get('precision')} ({report.model.get('format')}), "
+             f"{config}", f"device: {report.device.get('summary', '-')}"]
+    if report.status != "ok" and report.error:
+        lines.append(f"measurement FAILED: {report.error['message']}")
+    if "error" in section:
+        lines.append(f"profile FAILED: {section['error']['message']}")
+        if report.latency:
+            lines.append(f"whole model: p50 {number(report.latency.get('p50_ms'))} ms")
+        return lines
+    totals, measured = section["totals"], section["measured"]
+    lines.append(f"work: {count(totals['macs'])} MACs, {count(totals['flops'])} FLOPs, {count(totals['params'])} "
+                 f"params ({count(totals['param_bytes'], 'B')}), peak activations "
+                 f"{count(totals['peak_activation_bytes'], 'B')}, {totals['layers']} layers, "
+                 f"{totals['layers_not_counted']} not counted, {totals['unknown_ops']} unknown ops")
+    whole = measured["whole_model"]
+    if whole.get("p50_ms") is not None:
+        lines.append(f"whole model: p50 {number(whole['p50_ms'])} ms, {number(whole['achieved_gflops'])} GFLOP/s, "
+                     f"{number(whole['achieved_gbs'])} GB/s, {percent(whole['roof_fraction'])} of roof")
+    if measured["available"]:
+        lines.append(f"per layer ({measured['runtime']} trace, {measured['runs']} runs): sum "
+                     f"{number(measured['nodes_sum_ms'])} ms = {number(measured['sum_to_whole_ratio'])} x the "
+                     f"whole-model p50; with the runtime's fixed {number(measured['call_overhead_ms'])} ms per call "
+                     f"{number(measured['accounted_to_whole_ratio'])} x; {len(measured['not_joined'])} runtime "
+                     f"nodes not joined")
+    elif report.backend.get("name"):
+        lines.append(f"per layer: not measured ({measured.get('reason')})")
+    roof = section.get("roofline")
+    if roof:
+        lines.append(f"roofline ({roof['ceiling']}): {number(roof['gflops'])} GFLOP/s, {number(roof['gbs'])} GB/s, "
+                     f"ridge {number(roof['ridge_intensity'])} FLOP/B; {roof['compute_bound_layers']} layers "
+                     f"compute-bound, {roof['memory_bound_layers']} memory-bound")
+    lines += _fusions(section) + _scaling(section.get("scaling"))
+    lines += [f"not counted: {e['count']} {e['op']} layer(s): op not known to the profiler"
+              for e in section["unknown_ops"]]
+    lines += [f"warning: {text}" for text in section["warnings"]]
+    return lines
+
+
+def _fusions(section: Dict[str, Any]) -> List[str]:
+    runtime = section["fusion"].get("runtime") or {}
+    if not runtime.get("count"):
+        return []
+    patterns: Dict[str, int] = {}
+    for group in runtime["groups"]:
+        key = " + ".join(group["ops"])
+        patterns[key] = patterns.get(key, 0) + 1
+    return ["runtime fusions: " + ", ".join(f"{k} ({n}x)" for k, n in sorted(patterns.items(), key=lambda p: -p[1]))]
+
+
+def _scaling(scaling: Optional[Dict[str, Any]]) -> List[str]:
+    if not scaling:
+        return []
+    lines = ["threads: " + "  ".join(f"{n}: {number(t)} ms ({number(s)}x, {percent(e)})" for n, t, s, e in
+                                     zip(scaling["threads"], scaling["p50_ms"], scaling["speedup"],
+                                         scaling["efficiency"]))]
+    fit = scaling.get("amdahl")
+    if fit:
+        lines.append(f"Amdahl fit: serial fraction {number(fit['serial_fraction'])}, at most "
+                     f"{number(fit['max_speedup'])}x with any number of threads")
+    return lines
+
+
+def render_profiles(reports: Sequence[Report], top: Optional[int]) -> str:
+    """Every report: its summary and its layer table, separated by blank lines."""
+    blocks = []
+    for report in reports:
+        lines = summary(report)
+        if report.profile and "layers" in report.profile:
+            lines += layer_table(report.profile, top)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
-from support.broker import mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO
 from support.sample_broker import DEPLOY, Fleet, make_credentials, make_tls, sample_broker
 
 WAIT_S = 3.0  # for what must arrive
@@ -24,7 +24,7 @@ QUIET_S = 0.3  # for what must not: checked after a later message that did arriv
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed"),
 ]
 

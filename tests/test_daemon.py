@@ -24,7 +24,7 @@ from support.agent import (
     no_stray_agents,  # noqa: F401 (an autouse fixture)
     wait_status,
 )
-from support.broker import Broker, mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO, Broker
 from support.cli import QUICK, run_cli
 
 from agent.fleet import Coordinator, FleetError
@@ -32,7 +32,7 @@ from agent.mqtt.protocol import Command, Event, Result, decode_message, encode_c
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
 ]
 pytest.importorskip("paho.mqtt")
 

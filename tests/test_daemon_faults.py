@@ -29,7 +29,7 @@ from support.agent import (
     no_stray_agents,  # noqa: F401 (an autouse fixture)
     wait_status,
 )
-from support.broker import Broker, mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO, Broker
 
 from agent.fleet import Coordinator
 from agent.mqtt.protocol import Result, decode_message
@@ -41,7 +41,7 @@ DURABLE_BROKER = "autosave_interval 1\nautosave_on_changes true"
 pytestmark = [
     pytest.mark.mqtt,
     pytest.mark.slow,
-    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
 ]
 pytest.importorskip("paho.mqtt")
 

@@ -27,7 +27,7 @@ from support.agent import (
     no_stray_agents,  # noqa: F401 (an autouse fixture)
     wait_status,
 )
-from support.broker import Broker, mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO, Broker
 from support.payloads import invalid_payloads
 
 from agent.mqtt.protocol import Command, Limits, Topics
@@ -84,7 +84,7 @@ def test_the_in_process_run_covers_every_kind_of_fault(intake: Intake) -> None:
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+@NEEDS_MOSQUITTO
 def test_generated_payloads_over_mqtt_are_rejected_and_memory_stays_flat(tmp_path: Path) -> None:
     pytest.importorskip("paho.mqtt")
     drawn: List[List[bytes]] = []

@@ -14,7 +14,7 @@ from support.agent import (
     no_stray_agents,  # noqa: F401 (an autouse fixture)
     wait_status,
 )
-from support.broker import mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO
 from support.cli import run_cli
 from support.sample_broker import Fleet, make_tls, sample_broker
 
@@ -24,7 +24,7 @@ from agent.mqtt.protocol import Command, encode_command
 
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    NEEDS_MOSQUITTO,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed"),
 ]
 pytest.importorskip("paho.mqtt")

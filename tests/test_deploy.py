@@ -23,7 +23,7 @@ from support.agent import (
     no_stray_agents,  # noqa: F401 (an autouse fixture)
     wait_status,
 )
-from support.broker import Broker, mosquitto_binary
+from support.broker import NEEDS_MOSQUITTO, Broker
 
 from agent.config import DeploySettings
 from agent.errors import BundleError
@@ -197,7 +197,7 @@ def test_a_cancelled_download_stops_and_cleans_up(served: Path, tmp_path: Path) 
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+@NEEDS_MOSQUITTO
 def test_deploy_over_mqtt_then_measure_the_new_bundle(served: Path, tmp_path: Path) -> None:
     pytest.importorskip("paho.mqtt")
     args = dict(publish(served, "fresh.tar.gz", bundle_tar("fresh")), name="fresh")

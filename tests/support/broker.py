@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 START_TIMEOUT_S = 5.0
 
 
@@ -147,3 +149,7 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# Skips a test that needs a real broker where the mosquitto binary is not installed.
+NEEDS_MOSQUITTO = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")

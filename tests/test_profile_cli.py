@@ -94,7 +94,9 @@ def test_profile_table_sorts_by_time_and_says_tflite_has_no_timer(digits: Path, 
     assert len(rows) == 3
     times = [float(row.split()[2]) for row in rows]
     assert times == sorted(times, reverse=True)
-    assert all("-bound" in row and "of roof" in row for row in rows)
+    # each row names its bound, and how close it came (a fraction of the roof) or, when the profiler's
+    # calibrated overhead left no measurable time (a loaded machine), the lower-bound time instead
+    assert all("-bound" in row and ("of roof" in row or ">= " in row) for row in rows)
     assert "runtime fusions: Conv + Relu (3x), MatMul + Add (1x)" in blocks[0]
     assert "the TFLite Python API has no per-op timer" in blocks[1]
     assert "whole model: p50" in blocks[2]

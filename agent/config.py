@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +27,11 @@ ENV_PREFIX = "EDGE_AGENT_"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 Parser = Callable[[str, Any, bool], Any]  # (key, value, value came from the environment) -> checked value
+
+# What a board may be called on the broker: its id and group names are topic levels, the root one or more.
+RESERVED_DEVICE_IDS = frozenset({"all", "group"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ROOT = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
 class ConfigError(AgentError):
@@ -115,21 +121,41 @@ def words(check: Optional[Callable[[str], str]] = None) -> Parser:
     return parse
 
 
-def _device_id(key: str, value: Any, from_env: bool) -> str:
-    from agent.mqtt.protocol import validate_device_id
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
-    try:
-        return validate_device_id(text(key, value, from_env))
-    except ConfigError:
-        raise
-    except AgentError as error:
-        raise ConfigError(f"{key}: {error}") from None
+
+def name_problem(value: object, what: str) -> Optional[str]:
+    """Why `value` cannot be a device id or group name (None: it can): 1-64 of A-Z a-z 0-9 _ . -
+    starting with a letter or digit, so it is one safe topic level (no + # /); device ids other than
+    `all` and `group`, which would collide with the broadcast and group topics."""
+    if what == "device id" and value in RESERVED_DEVICE_IDS:
+        return f"device id {value!r} is reserved for group and broadcast topics"
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        return f"{what} {_short(value)} must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit"
+    return None
+
+
+def root_problem(value: object) -> Optional[str]:
+    """Why `value` cannot be the topic root (None: it can): levels of A-Z a-z 0-9 _ . - separated by /."""
+    if isinstance(value, str) and _ROOT.fullmatch(value):
+        return None
+    return f"topic root {_short(value)} must be levels of A-Z a-z 0-9 _ . - separated by /"
+
+
+def _device_id(key: str, value: Any, from_env: bool) -> str:
+    problem = name_problem(text(key, value, from_env), "device id")
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return str(value)
 
 
 def _group(name: str) -> str:
-    from agent.mqtt.protocol import validate_group_name
-
-    return validate_group_name(name)
+    problem = name_problem(name, "group name")
+    if problem:
+        raise ConfigError(problem)
+    return name
 
 
 def _memory_limit(key: str, value: Any, from_env: bool) -> Union[str, int]:
@@ -315,12 +341,9 @@ def _complete(config: Config) -> Config:
         file = getattr(mqtt, name)
         if file is not None and not file.is_file():
             raise ConfigError(f"mqtt.{name}: {file} is not a file")
-    from agent.mqtt.protocol import Topics
-
-    try:
-        Topics(device.id, device.groups, mqtt.root)
-    except AgentError as error:
-        raise ConfigError(f"mqtt.root: {error}") from None
+    problem = root_problem(mqtt.root)
+    if problem:
+        raise ConfigError(f"mqtt.root: {problem}")
     return replace(config, device=device, mqtt=mqtt)
 
 

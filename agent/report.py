@@ -81,6 +81,10 @@ def _get(section: Optional[Dict[str, Any]], key: str) -> Optional[Any]:
     return None if section is None else section.get(key)
 
 
+def _yes_no(flag: Optional[bool]) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
+
+
 _COLUMNS = (
     ("backend", lambda r: r.backend["name"]),
     ("version", lambda r: r.backend.get("version") or "-"),
@@ -102,7 +106,7 @@ _COLUMNS = (
     ("cosine", lambda r: _cosine(_get(r.fidelity, "cosine"))),
     ("peak MB", lambda r: _number(_get(r.memory, "peak_rss_mb"))),
     ("°C", lambda r: _number(_get(_get(r.thermal, "temperature_c"), "after"))),
-    ("throttled", lambda r: {True: "yes", False: "no"}.get(_get(r.thermal, "throttled"), "-")),
+    ("throttled", lambda r: _yes_no(_get(r.thermal, "throttled"))),
 )
 
 

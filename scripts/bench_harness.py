@@ -71,11 +71,12 @@ def bare_loop(model: str, backend: str, threads: int, seconds: float) -> float:
 
 def ours(model_dir: Path, backend: str, threads: int, seconds: float) -> float:
     """p50 in ms as `edge-agent bench` reports it for the bundle's FP32 model with `backend`."""
-    from agent import jobs
+    from agent.jobs.measure import run_measure
+    from agent.measure.plan import MeasureRequest
 
-    request = jobs.MeasureRequest(model=str(model_dir), backends=[backend], precisions=["fp32"], threads=threads,
+    request = MeasureRequest(model=str(model_dir), backends=[backend], precisions=["fp32"], threads=threads,
                                   min_seconds=seconds, eval_limit=1)
-    (report,) = jobs.run(request, {})
+    (report,) = run_measure(request, {})
     return report.latency["p50_ms"]
 
 

@@ -27,8 +27,10 @@ MODELS = ("digits", "mobilenet_v2")
 
 def main() -> int:
     """Profiles each model at each thread count; exit 1 when a ratio is outside 1 +- 10%."""
-    from agent import jobs, profile_job
+    from agent.device.detect import device_section
+    from agent.jobs import profile as profile_job
     from agent.measure.latency import Warmup
+    from agent.measure.plan import MeasureRequest, default_threads
     from agent.profile.scaling import thread_counts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,9 +38,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=300, help="timed and traced runs per configuration")
     parser.add_argument("--scaling", action="store_true", help="also sweep 1..N threads and fit Amdahl's law")
     options = parser.parse_args()
-    cores = jobs.default_threads()
+    cores = default_threads()
     counts = [int(t) for t in options.threads.split(",")] if options.threads else sorted({1, cores})
-    device = jobs.device_section()
+    device = device_section()
     peaks = profile_job.device_peaks(device["fingerprint"])
     print(f"device: {device.get('summary')}; peaks: {peaks.fp32_gflops_single:.3g}/{peaks.fp32_gflops_all:.3g} "
           f"GFLOP/s (1/{peaks.threads} cores), {peaks.bandwidth_gbs_single:.3g}/{peaks.bandwidth_gbs_all:.3g} GB/s")
@@ -47,7 +49,7 @@ def main() -> int:
     failed = False
     for model in MODELS:
         for count in counts:
-            request = jobs.MeasureRequest(model=str(ROOT / "models" / model), kind="profile", backends=["onnxruntime"],
+            request = MeasureRequest(model=str(ROOT / "models" / model), kind="profile", backends=["onnxruntime"],
                                           threads=count, warmup=Warmup(20, 0.5), iterations=options.runs,
                                           min_seconds=1.0, eval_limit=1)
             (report,) = profile_job.run_profile(profile_job.ProfileRequest(request), device)
@@ -60,7 +62,7 @@ def main() -> int:
                   f"{measured['profiled_run_p50_ms']:>13.4f} "
                   f"{1e3 * measured['profiler_cost_ms_per_node']:>12.2f} {measured['runtime_nodes']:>5}  {verdict}")
         if options.scaling:
-            request = jobs.MeasureRequest(model=str(ROOT / "models" / model), backends=["onnxruntime"],
+            request = MeasureRequest(model=str(ROOT / "models" / model), backends=["onnxruntime"],
                                           iterations=options.runs, min_seconds=1.0)
             for label, scaling in profile_job.sweep(request, device, thread_counts(cores)).items():
                 fit = scaling["amdahl"] or {}

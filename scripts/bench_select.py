@@ -33,18 +33,20 @@ sys.path.insert(0, str(ROOT))
 
 def full_p50(model: Path, pairs: List[Tuple[Any, Any]], rounds: int, seconds: float) -> Dict[str, float]:
     """Median p50 (ms) of each (configuration, candidate) over interleaved rounds, through `bench`'s path."""
-    from agent import jobs
     from agent.bundle import open_model
+    from agent.device.detect import device_section
     from agent.measure.latency import Warmup
+    from agent.measure.plan import MeasureRequest
+    from agent.measure.run import measure_configuration
 
-    bundle, device = open_model(model), jobs.device_section()
+    bundle, device = open_model(model), device_section()
     samples: Dict[str, List[float]] = {candidate.label: [] for _, candidate in pairs}
     with tempfile.TemporaryDirectory() as workdir:
         for round_index in range(rounds):
             for config, candidate in pairs:
-                request = jobs.MeasureRequest(str(model), threads=candidate.threads, options=dict(candidate.options),
+                request = MeasureRequest(str(model), threads=candidate.threads, options=dict(candidate.options),
                                               warmup=Warmup(10, 0.2), iterations=100, min_seconds=seconds)
-                report, _ = jobs.measure_configuration(bundle, config, request, device,
+                report, _ = measure_configuration(bundle, config, request, device,
                                                        Path(workdir) / f"{round_index}.npy", with_outputs=False)
                 if report.latency:
                     samples[candidate.label].append(report.latency["p50_ms"])
@@ -54,14 +56,16 @@ def full_p50(model: Path, pairs: List[Tuple[Any, Any]], rounds: int, seconds: fl
 def selection_quality(model: Path, time_limit: float, rounds: int, seconds: float) -> Dict[str, Any]:
     """`rounds` times: select on `model` (measured again), then measure every candidate it did not reject
     fully, right after; the ratio of the chosen one's p50 to the best one's, per round."""
-    from agent import jobs
     from agent.bundle import open_model
-    from agent.select import SelectRequest, candidates, select
+    from agent.device.detect import device_section
+    from agent.jobs.select import select
+    from agent.selection.candidates import candidates
+    from agent.selection.request import SelectRequest
 
     results = []
     for _ in range(rounds):
         started = time.monotonic()
-        decision = select(SelectRequest(str(model), time_limit_s=time_limit, refresh=True), jobs.device_section())
+        decision = select(SelectRequest(str(model), time_limit_s=time_limit, refresh=True), device_section())
         elapsed = time.monotonic() - started
         verdicts = {c.label: c.status for c in decision.candidates}
         pairs = [(config, c) for config, c in candidates(open_model(model), SelectRequest(str(model)))
@@ -79,17 +83,17 @@ def selection_quality(model: Path, time_limit: float, rounds: int, seconds: floa
 
 def int8_speedup(model: Path, rounds: int, seconds: float) -> Dict[int, Tuple[float, float, float]]:
     """ONNX Runtime FP32 and on-device INT8 p50 on `model` and their ratio, per thread count (all, one)."""
-    from agent import jobs
     from agent.bundle import open_model
-    from agent.decision import Candidate
+    from agent.measure.plan import MeasureRequest, default_threads, plan
+    from agent.selection.decision import Candidate
 
     bundle = open_model(model)
-    configs = jobs.plan(bundle, jobs.MeasureRequest(str(model), backends=["onnxruntime"], derive=True))
+    configs = plan(bundle, MeasureRequest(str(model), backends=["onnxruntime"], derive=True))
     pairs = [(config, Candidate("onnxruntime", config.precision, threads, {"provider": "CPUExecutionProvider"}))
-             for threads in sorted({jobs.default_threads(), 1}, reverse=True) for config in configs]
+             for threads in sorted({default_threads(), 1}, reverse=True) for config in configs]
     p50 = full_p50(model, pairs, rounds, seconds)
     result = {}
-    for threads in sorted({jobs.default_threads(), 1}, reverse=True):
+    for threads in sorted({default_threads(), 1}, reverse=True):
         fp32 = p50[f"onnxruntime/fp32 ({threads} thr, provider=CPUExecutionProvider)"]
         int8 = p50[f"onnxruntime/int8 ({threads} thr, provider=CPUExecutionProvider)"]
         result[threads] = (fp32, int8, fp32 / int8)
@@ -98,10 +102,12 @@ def int8_speedup(model: Path, rounds: int, seconds: float) -> Dict[int, Tuple[fl
 
 def int8_top1(model: Path) -> Dict[str, float]:
     """Top-1 of ONNX Runtime FP32 and on-device INT8 on the evaluation split (`eval --derive`)."""
-    from agent import jobs
+    from agent.device.detect import device_section
+    from agent.jobs.measure import run_measure
+    from agent.measure.plan import MeasureRequest
 
-    request = jobs.MeasureRequest(str(model), kind="eval", backends=["onnxruntime"], derive=True)
-    return {r.model["precision"]: r.accuracy["top1"] for r in jobs.run(request, jobs.device_section())}
+    request = MeasureRequest(str(model), kind="eval", backends=["onnxruntime"], derive=True)
+    return {r.model["precision"]: r.accuracy["top1"] for r in run_measure(request, device_section())}
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 ONNX Runtime quantizes an FP32 ONNX file to INT8 (and converts it to FP16 where a GPU provider can
 use that); TensorRT builds an engine. Both happen in the worker process before the model is loaded,
-never inside the timed loop, and both are cached under the cache folder (`cache_folder`). A
+never inside the timed loop, and both are cached under the cache folder (`agent.cache.cache_folder`). A
 `BuildSpec` says what to make; `Prepared` says what was made, for the report.
 
 Calibration data is the bundle's calibration split, preprocessed exactly as evaluation samples are.
@@ -10,9 +10,6 @@ Calibration data is the bundle's calibration split, preprocessed exactly as eval
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,42 +20,6 @@ from agent.bundle import Bundle, Preprocessing
 
 # Below this many calibration samples, INT8 ranges are a guess: the build goes on, with a warning.
 MIN_CALIBRATION_SAMPLES = 100
-
-
-def cache_folder(kind: str) -> Path:
-    """`<cache dir>/<kind>` (created): where quantized models, engines and decisions are kept."""
-    from agent.cache import cache_dir
-
-    folder = cache_dir() / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader never sees half a file (temporary file, then rename)."""
-    handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, str(path))
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def write_json(path: Path, data: Dict[str, Any]) -> None:
-    """Store a JSON object in the cache, atomically."""
-    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def read_json(path: Path) -> Optional[Dict[str, Any]]:
-    """A JSON object stored in the cache, or None when it is missing or damaged (then it is rebuilt)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import numpy as np
 
 from agent.backends.base import Backend, BackendStatus, Session, TensorInfo
 from agent.backends.build import BuildSpec, Prepared
+from agent.backends.quantize import METHODS
 from agent.bundle import ModelFile
 from agent.errors import BundleError, ModelFormatError
-from agent.quantize import METHODS
 
 # Providers `select` races, fastest first, when this build of ONNX Runtime has them; FP16 models run
 # well on the GPU ones only (the CPU provider has few FP16 kernels), INT8 QDQ on the CPU provider.
@@ -77,7 +77,7 @@ class OnnxRuntimeBackend(Backend):
 
     def prepare(self, path: Path, spec: BuildSpec, options: Dict[str, Any]) -> Optional[Prepared]:
         """Quantize (option `quantization`: the calibration method) or convert, through the cache."""
-        from agent import quantize
+        from agent.backends import quantize
 
         if spec.precision == "int8":
             if spec.calibration is None:

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 from agent.backends.base import Backend, BackendStatus
 from agent.backends.onnxruntime import OnnxRuntimeBackend
-from agent.backends.tensorrt import TensorRTBackend
+from agent.backends.tensorrt.backend import TensorRTBackend
 from agent.backends.tflite import TfliteBackend
 from agent.errors import BackendUnavailableError, UsageError
 
@@ -36,16 +36,20 @@ def require_available(name: str) -> Backend:
     return backend
 
 
-def _gpu_device_node() -> Optional[str]:
+# NVIDIA GPU device nodes: a discrete GPU's, and a Jetson's integrated one's (JetPack 5 and 6).
+GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl")
+
+
+def gpu_device_node() -> Optional[str]:
     """The first NVIDIA GPU device node present: a discrete GPU, or a Jetson's integrated one."""
-    for node in ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl"):
+    for node in GPU_NODES:
         if os.path.exists(node):
             return node
     return None
 
 
 def _cuda_status() -> BackendStatus:
-    node = _gpu_device_node()
+    node = gpu_device_node()
     if node is None:
         return BackendStatus("cuda", False, reason="no GPU (no NVIDIA device node in /dev)")
     return BackendStatus("cuda", True, reason=None, details={"device_node": node})

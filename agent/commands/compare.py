@@ -21,13 +21,14 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure both, print the table or JSON; the exit code is the first failure's (0 when none)."""
-    from agent import compare, jobs
+    from agent.commands.progress import Progress
+    from agent.device.detect import device_section
     from agent.errors import AgentError
-    from agent.progress import Progress
+    from agent.jobs import compare
 
     progress = Progress()
     try:
-        document = compare.run_compare(measure_request(args), args.candidate, jobs.device_section(),
+        document = compare.run_compare(measure_request(args), args.candidate, device_section(),
                                        progress.start, progress.update)
     finally:
         progress.close()

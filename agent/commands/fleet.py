@@ -1,4 +1,4 @@
-"""`edge-agent fleet send|watch`: drive boards over MQTT from an operator's shell (agent/fleet.py).
+"""`edge-agent fleet send|watch`: drive boards over MQTT from an operator's shell (agent/fleet/client.py).
 
     edge-agent fleet send jetson-01 bench model=models/digits backend=tflite iterations=200
     edge-agent fleet send group:lab ping --timeout 10
@@ -86,7 +86,7 @@ def parse_args(pairs: Sequence[str]) -> Dict[str, Any]:
 
 def run_send(args: argparse.Namespace) -> int:
     """Send, then print every reply until the final ones; exit 1 unless every board finished `done`."""
-    from agent.fleet import Coordinator, FleetError
+    from agent.fleet.client import Coordinator, FleetError
     from agent.mqtt.protocol import Result, new_command_id
 
     command_args = parse_args(args.args)
@@ -110,7 +110,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_watch(args: argparse.Namespace) -> int:
     """Print status and telemetry until the duration is over (or Ctrl-C)."""
-    from agent.fleet import Coordinator
+    from agent.fleet.client import Coordinator
 
     mqtt = _settings(args)
     with Coordinator(mqtt, mqtt.username) as fleet:

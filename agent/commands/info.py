@@ -17,8 +17,8 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Detect and print."""
-    from agent import jobs
+    from agent.jobs.info import info, render_info
 
-    info = jobs.info(args.root)
-    print(json.dumps(info, indent=2) if args.json else jobs.render_info(info))
+    report = info(args.root)
+    print(json.dumps(report, indent=2) if args.json else render_info(report))
     return 0

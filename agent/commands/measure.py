@@ -58,9 +58,9 @@ def register(commands: Any) -> None:
 
 def measure_request(args: argparse.Namespace) -> Any:
     """The `MeasureRequest` the parsed arguments describe."""
-    from agent.jobs import MeasureRequest
     from agent.measure.inputs import parse_input_arg, parse_shape_arg
     from agent.measure.latency import Warmup
+    from agent.measure.plan import MeasureRequest
 
     request = MeasureRequest(
         model=args.model, kind=args.command, backends=args.backend, precisions=args.precision,
@@ -76,15 +76,17 @@ def measure_request(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every configuration, print the table or JSON; the exit code is the first failure's."""
-    from agent import jobs, report
-    from agent.progress import Progress
+    from agent import report
+    from agent.commands.progress import Progress
+    from agent.device.detect import device_section
+    from agent.jobs.measure import run_measure
 
     request = measure_request(args)
     progress = Progress()
     try:
         if request.backends and "auto" in request.backends:
             request = chosen(request, progress)
-        reports = jobs.run(request, jobs.device_section(), progress.start, progress.update)
+        reports = run_measure(request, device_section(), progress.start, progress.update)
     finally:
         progress.close()
     failed = [r for r in reports if r.status != "ok"]
@@ -99,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
 def chosen(request: Any, progress: Any) -> Any:
     """`--backend auto`: the request narrowed to the stored choice of `edge-agent select`, selecting first
     when there is none."""
-    from agent import select
     from agent.errors import UsageError
+    from agent.jobs.select import apply_choice, stored_or_select
 
     if request.backends != ["auto"]:
         raise UsageError("--backend auto runs the chosen configuration alone: give no other backend")
-    return select.apply_choice(request, select.stored_or_select(request.model, progress=progress))
+    return apply_choice(request, stored_or_select(request.model, progress=progress))
 
 
 def failure(failed: Any) -> AgentError:

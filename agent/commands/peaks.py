@@ -17,10 +17,11 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the cache (measuring when this device has no entry, or with --refresh) and print."""
-    from agent import jobs, profile_job
     from agent.cache import cache_file
+    from agent.device.detect import device_section
+    from agent.jobs import profile as profile_job
 
-    device = jobs.device_section()
+    device = device_section()
     cached = None if args.refresh else profile_job.device_peaks(device["fingerprint"], measure=False)
     peaks = cached or profile_job.device_peaks(device["fingerprint"], refresh=args.refresh)
     assert peaks is not None

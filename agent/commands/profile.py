@@ -31,10 +31,12 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Profile, then print the table or JSON; the exit code is the first failure's (0 when none)."""
-    from agent import jobs, profile_job, report
+    from agent import report
+    from agent.commands.progress import Progress
+    from agent.device.detect import device_section
     from agent.errors import AgentError
+    from agent.jobs import profile as profile_job
     from agent.profile.render import render_profiles
-    from agent.progress import Progress
 
     if args.plot:
         from agent.profile.plot import require_matplotlib
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                                          scaling_threads=args.scaling_threads)
     progress = Progress()
     try:
-        reports = profile_job.run_profile(request, jobs.device_section(), progress.start, progress.update)
+        reports = profile_job.run_profile(request, device_section(), progress.start, progress.update)
     finally:
         progress.close()
     failure = profile_job.profile_failure(reports)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("paho") is None:
         raise UsageError("edge-agent run needs paho-mqtt: pip install 'edge-agent[mqtt]'")
     from agent.config import load
-    from agent.daemon import Daemon
+    from agent.service.daemon import Daemon
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     return Daemon(load(args.config)).run()

@@ -41,15 +41,16 @@ def run(args: argparse.Namespace) -> int:
     """Select (or reuse the stored decision), print the table or JSON; exit 6 when nothing is admissible."""
     import json
 
-    from agent import jobs
-    from agent.decision import render, selection_report
+    from agent.commands.progress import Progress
+    from agent.device.detect import device_section
     from agent.errors import BackendUnavailableError
-    from agent.progress import Progress
-    from agent.select import SelectRequest, select
+    from agent.jobs.select import select
+    from agent.selection.decision import render, selection_report
+    from agent.selection.request import SelectRequest
 
     request = SelectRequest(args.model, args.objective, args.budget, args.min_cosine, args.min_agreement,
                             args.time_limit, args.backend, args.threads, args.eval_limit, args.refresh, args.seed)
-    device = jobs.device_section()
+    device = device_section()
     progress = Progress()
     try:
         decision = select(request, device, progress.start, progress.update)

@@ -128,6 +128,8 @@ def detect_device(reader: Optional[SysfsReader] = None) -> DeviceInfo:
     cpu = parse_cpuinfo(cpuinfo_text)
     compatible = [entry for entry in (reader.read_text("/proc/device-tree/compatible") or "").split("\x00") if entry]
     model = reader.read_text("/proc/device-tree/model") or board_fields(cpuinfo_text).get("Model") or None
+    machine: Optional[str]
+    machine_source: Optional[str]
     if reader.is_live:
         machine, machine_source = platform.machine() or None, "platform.machine()"
     else:
@@ -174,3 +176,9 @@ def device_fingerprint(info: DeviceInfo) -> str:
         "power_mode": jetson.power_mode.id if jetson and jetson.power_mode else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def device_section(root: str = "/") -> Dict[str, Any]:
+    """The board as reports carry it: everything detected, plus its fingerprint."""
+    device = detect_device(SysfsReader(root))
+    return dict(device.to_dict(), fingerprint=device_fingerprint(device))

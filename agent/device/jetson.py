@@ -154,7 +154,7 @@ def read_cuda_version(reader: SysfsReader) -> Optional[str]:
 
 def _tensorrt_from_header(text: str) -> Optional[str]:
     """NV_TENSORRT_MAJOR/MINOR/PATCH/BUILD from NvInferVersion.h, following one level of #define."""
-    defines = dict(re.findall(r"#define\s+(\w+)\s+(\w+)", text))
+    defines: Dict[str, str] = dict(re.findall(r"#define\s+(\w+)\s+(\w+)", text))
     parts = []
     for name in ("NV_TENSORRT_MAJOR", "NV_TENSORRT_MINOR", "NV_TENSORRT_PATCH", "NV_TENSORRT_BUILD"):
         value = defines.get(name, "")

@@ -143,7 +143,7 @@ def resolve_role(position_role: Optional[str], tensor: Optional[Tensor]) -> str:
         return OPERAND
     if position_role in (WEIGHT, BIAS, BUFFER):
         return position_role if tensor.is_constant else DATA
-    if position_role not in (None, DATA):
+    if position_role is not None and position_role != DATA:
         return position_role
     if not tensor.is_constant:
         return DATA

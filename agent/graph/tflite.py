@@ -8,7 +8,7 @@ the delegate nodes XNNPACK puts in their place. Shapes are the ones stored in th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 from agent.errors import InputSpecError, ModelFormatError, ProfileError
 from agent.graph.model import DATA, UNREADABLE, WEIGHT, Dim, Graph, Layer, QuantParams, Tensor, same_pads
@@ -185,8 +185,9 @@ def _normalise(layer: Layer, options: Any, tensors: Dict[str, Tensor]) -> Dict[s
 
 def _conv(layer: Layer, options: Any, tensors: Dict[str, Tensor]) -> Dict[str, Any]:
     """Channels, group and window of CONV_2D/3D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV."""
-    weight = _shape(tensors, layer.inputs[layer.positions.index(WEIGHT)])
-    data = _shape(tensors, layer.inputs[layer.positions.index(DATA)])
+    # Constant weights and the channel axis of the data have static sizes in every TFLite conv.
+    weight = cast(Tuple[int, ...], _shape(tensors, layer.inputs[layer.positions.index(WEIGHT)]))
+    data = cast(Tuple[int, ...], _shape(tensors, layer.inputs[layer.positions.index(DATA)]))
     if layer.op == "CONV_3D":  # weights [kd, kh, kw, in/group, out]
         kernel, per_group, out_channels = list(weight[:3]), weight[3], weight[4]
     elif layer.op == "CONV_3D_TRANSPOSE":  # weights [kd, kh, kw, out, in]

@@ -116,6 +116,7 @@ class Feeder:
             if info.name in self._given:
                 feeds.append(self._given[info.name])
             elif index == 0 and self.uses_samples(shapes):
+                assert self.samples is not None  # uses_samples() said so
                 raw = rows if rows is not None else _cycle(self.samples, shape[0])
                 feeds.append(self._prepare(raw))
             else:

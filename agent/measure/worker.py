@@ -145,7 +145,7 @@ def measure(request: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
     }
     if request.get("trace"):  # `edge-agent profile`: the runtime's per-op timer, on a second session
-        from agent.profile.trace import trace_runs
+        from agent.measure.trace import trace_runs
         channel.send("progress", phase="trace")
         result["trace"] = trace_runs(backend, model_path, request["threads"], request["options"], shapes,
                                      feeder.batch(shapes), request["trace"])

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from agent.config import MqttSettings, broker_password
-from agent.mqtt.outbox import OutboxPump
+from agent.mqtt.outbox import OutboxPump, OutboxStore
 from agent.mqtt.protocol import Topics
-from agent.store import Store
 
 _log = logging.getLogger(__name__)
 _IDLE_POLL_S = 5.0
@@ -112,7 +111,7 @@ def connect_properties(version5: bool, session_expiry_s: int) -> Any:
 class Link:
     """The broker connection of one device: subscriptions, presence, commands in, outbox out."""
 
-    def __init__(self, mqtt: MqttSettings, topics: Topics, store: Store, username: Optional[str],
+    def __init__(self, mqtt: MqttSettings, topics: Topics, store: OutboxStore, username: Optional[str],
                  on_command: Callable[[Inbound], None], status: Callable[[str], bytes]) -> None:
         self.mqtt, self.topics, self.store, self.username = mqtt, topics, store, username
         self.on_command, self.status = on_command, status

@@ -14,17 +14,51 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Tuple
-
-from agent.store import Store
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message to publish: where, what, how; `correlation_data` is the MQTT 5 property of a reply."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    kind: str
+    correlation_data: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A stored outbox message with the id `outbox_ack` takes once the broker acknowledged it."""
+
+    id: int
+    message: OutboxMessage
+    created: float
+
+
+class OutboxStore(Protocol):
+    """Where the outbox is kept (the daemon's `agent.service.store.Store`): the pump reads pending
+    messages in order and deletes each once the broker acknowledged it."""
+
+    def outbox_pending(self, limit: int = 100) -> List[OutboxEntry]:
+        """The oldest `limit` messages not acknowledged yet."""
+
+    def outbox_ack(self, entry_id: int) -> None:
+        """Delete a message the broker acknowledged."""
+
+    def outbox_size(self) -> Tuple[int, int]:
+        """Messages and payload bytes waiting."""
 
 
 class OutboxPump:
     """Moves messages from the store to the broker through the client `attach` gave it."""
 
-    def __init__(self, store: Store, window: int) -> None:
+    def __init__(self, store: OutboxStore, window: int) -> None:
         self.store, self.window = store, window
         self._lock = threading.Lock()
         self._inflight: Dict[int, Tuple[int, int]] = {}  # mid -> (outbox id, qos)

@@ -10,11 +10,11 @@ JSON codec in `messages`; both are re-exported here.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from agent.config import name_problem, root_problem
 from agent.mqtt.messages import (
     ROUTES,
     Event,
@@ -26,8 +26,8 @@ from agent.mqtt.messages import (
     decode_message,
     encode,
 )
+from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.schema import COMMANDS, ERROR_CODES, Limits, ProtocolError, check_command_id, is_command_id, show
-from agent.store import OutboxMessage
 
 __all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "ProtocolError", "ReplyTo",
            "Result", "Status", "Telemetry", "Topics", "decode_message", "encode", "encode_command", "new_command_id",
@@ -36,31 +36,24 @@ __all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "
 DEFAULT_ROOT = "edge"
 DEFAULT_LIMITS = Limits()
 COMMAND_SCHEMA = "edge-agent/command/1"
-RESERVED_DEVICE_IDS = frozenset({"all", "group"})
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ROOT = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _MAX_RESPONSE_TOPIC = 256
 _MAX_CORRELATION_BYTES = 256
 _ENVELOPE_FIELDS = ("id", "cmd", "args", "schema")
 
 
 def validate_device_id(value: str) -> str:
-    """Check a device id: a safe name (see `validate_group_name`) other than `all` and `group`,
-    which would collide with the broadcast and group topics."""
-    if value in RESERVED_DEVICE_IDS:
-        raise ProtocolError("bad_value", f"device id {value!r} is reserved for group and broadcast topics")
-    return _check_name(value, "device id")
+    """Check a device id (`agent.config.name_problem`): a `bad_value` ProtocolError names the problem."""
+    return _checked(value, name_problem(value, "device id"))
 
 
 def validate_group_name(value: str) -> str:
-    """Check a group name: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit (no + # /)."""
-    return _check_name(value, "group name")
+    """Check a group name (`agent.config.name_problem`): a `bad_value` ProtocolError names the problem."""
+    return _checked(value, name_problem(value, "group name"))
 
 
-def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ProtocolError("bad_value", f"{what} {show(value)} must be 1-64 of A-Z a-z 0-9 _ . - "
-                                         "starting with a letter or digit")
+def _checked(value: str, problem: Optional[str]) -> str:
+    if problem:
+        raise ProtocolError("bad_value", problem)
     return value
 
 
@@ -84,9 +77,7 @@ class Topics:
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
         object.__setattr__(self, "groups", tuple(validate_group_name(group) for group in self.groups))
-        if not _ROOT.fullmatch(self.root):
-            raise ProtocolError("bad_value", f"topic root {show(self.root)} must be levels of "
-                                             "A-Z a-z 0-9 _ . - separated by /")
+        _checked(self.root, root_problem(self.root))
 
     def subscriptions(self) -> List[str]:
         """The command topics this device listens on: its own, each of its groups', and `all`."""

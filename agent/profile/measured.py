@@ -40,7 +40,8 @@ def group_bytes(graph: Graph, members: Set[int]) -> Optional[int]:
     read = {name for i in members for name in graph.layers[i].inputs if name and name not in inside}
     written = {name for name in inside
                if name in returned or any(r not in members for r in readers.get(name, []))}
-    sizes = [graph.tensor(name).nbytes if graph.tensor(name) is not None else None for name in read | written]
+    tensors = [graph.tensor(name) for name in read | written]
+    sizes = [None if tensor is None else tensor.nbytes for tensor in tensors]
     return None if any(s is None for s in sizes) else sum(int(s or 0) for s in sizes)
 
 

@@ -1,6 +1,6 @@
 """Measured parallelism: speed-up and efficiency over thread counts, and Amdahl's law fitted to them.
 
-The latencies come from ordinary `bench` runs at each thread count (`agent/profile_job.py`).
+The latencies come from ordinary `bench` runs at each thread count (`agent/jobs/profile.py`).
 Amdahl's law says T(n) = T1 · (s + (1 − s) / n) for a serial fraction s. Written as T(n) = a + b / n
 with a = T1 · s and b = T1 · (1 − s), it is linear in a and b, which are fitted by least squares over
 the measured p50 latencies (constrained to a, b ≥ 0); then s = a / (a + b) and the largest speed-up

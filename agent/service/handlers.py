@@ -1,7 +1,7 @@
 """What each command does in the daemon: ping, info, models, bench/eval, deploy, profile/select.
 
 A handler takes the validated `Command` and a `JobContext` and returns an `Outcome` (or raises an
-`AgentError`, which fails the job with a code). Measurements go through `agent.jobs.run`, the same
+`AgentError`, which fails the job with a code). Measurements go through `agent.jobs.measure.run_measure`, the same
 path as the CLI: one worker process per configuration, here with the daemon's memory limit and the
 cancel flag. Model names are resolved inside the model store only.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from agent import __version__
+from agent.backends.registry import gpu_device_node
 from agent.errors import AgentError, ModelNotFoundError
 from agent.mqtt.protocol import Command, ProtocolError
 from agent.service.lanes import Handler, JobContext
@@ -25,8 +26,6 @@ from agent.service.replies import Outcome, failure
 
 MODEL_EXTENSIONS = (".onnx", ".tflite")
 MAX_DEPTH = 4  # a model name has at most four segments (agent.mqtt.schema)
-# NVIDIA GPU device nodes: CUDA reserves more address space than RLIMIT_AS at RAM size allows.
-_GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl")
 
 
 def resolve_model(model_dir: Path, name: str) -> Path:
@@ -45,7 +44,7 @@ def memory_limit_mb(setting: Union[str, int]) -> Optional[int]:
     """The workers' RLIMIT_AS in MB: `auto` is the board's RAM, except on an NVIDIA GPU board (off)."""
     if setting != "auto":
         return int(setting) or None
-    if any(os.path.exists(node) for node in _GPU_NODES):
+    if gpu_device_node() is not None:  # CUDA reserves more address space than RLIMIT_AS at RAM size allows
         return None
     return (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) >> 20
 
@@ -138,13 +137,14 @@ class Handlers:
                                       context.check_cancelled))
 
     def measure(self, command: Command, context: JobContext) -> Outcome:
-        """bench/eval: every configuration asked for, through agent.jobs.run."""
-        from agent import jobs
+        """bench/eval: every configuration asked for, through agent.jobs.measure.run_measure."""
+        from agent.device.detect import device_section
+        from agent.jobs.measure import run_measure
 
         if self._device is None:
-            self._device = jobs.device_section()
+            self._device = device_section()
         request = measure_request(command, context)
-        position = {"index": 1, "total": 1, "config": ""}
+        position: Dict[str, Any] = {"index": 1, "total": 1, "config": ""}
 
         def started(index: int, total: int, label: str) -> None:
             position.update(index=index, total=total, config=label)
@@ -152,15 +152,15 @@ class Handlers:
 
         def progressed(event: Dict[str, Any]) -> None:
             share = event["done"] / event["total"] if event.get("total") else 0.0
-            detail = {key: event[key] for key in ("phase", "batch", "done", "total") if key in event}
+            detail: Dict[str, Any] = {key: event[key] for key in ("phase", "batch", "done", "total") if key in event}
             context.progress((position["index"] - 1 + share) / position["total"],
                              dict(detail, config=position["config"], index=position["index"]))
 
         if request.backends == ["auto"]:  # as the CLI: the configuration `select` chose (selecting first)
-            from agent import select
+            from agent.jobs.select import apply_choice, stored_or_select
 
-            request = select.apply_choice(request, select.stored_or_select(request.model))
-        reports = jobs.run(request, self._device, started, progressed)
+            request = apply_choice(request, stored_or_select(request.model))
+        reports = run_measure(request, self._device, started, progressed)
         body = {"reports": [report.to_dict() for report in reports]}
         failed = [report for report in reports if report.status != "ok"]
         if len(failed) == len(reports):
@@ -181,8 +181,8 @@ class Handlers:
 
 def measure_request(command: Command, context: JobContext) -> Any:
     """The `MeasureRequest` of a bench/eval command (argument names as the CLI's options)."""
-    from agent.jobs import MeasureRequest
     from agent.measure.latency import Warmup
+    from agent.measure.plan import MeasureRequest
 
     args, settings = command.args, context.settings
     request = MeasureRequest(

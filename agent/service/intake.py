@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional
 from agent.mqtt.protocol import Command, Limits, ProtocolError, parse_command, reply_to
 from agent.service.lanes import Lane
 from agent.service.replies import Outcome, Replies, Route, rejection_outcome
-from agent.store import Store
+from agent.service.store import Store
 
 
 class Intake:

@@ -20,7 +20,7 @@ from agent.errors import AgentError
 from agent.measure.isolate import WorkerCancelled
 from agent.mqtt.protocol import Command
 from agent.service.replies import Outcome, Replies, failure
-from agent.store import Job, Store
+from agent.service.store import Job, Store
 
 _log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0  # at most one progress event a second, besides each change of phase

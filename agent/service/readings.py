@@ -66,7 +66,7 @@ class Readings:
 
     def _power_sensors(self) -> List[Tuple[str, str, Optional[str]]]:
         """(label, first file, second file or None): power in µW, or voltage (mV) and current (mA)."""
-        sensors = []
+        sensors: List[Tuple[str, str, Optional[str]]] = []
         for hwmon in self.reader.glob(_HWMON):
             name = self.reader.read_text(hwmon + "/name") or os.path.basename(hwmon)
             for power in self.reader.glob(hwmon + "/power[0-9]*_input"):

@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
+from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.protocol import Command, Event, ProtocolError, ReplyTo, Result, Telemetry, Topics, decode_message
-from agent.store import Job, OutboxMessage
+from agent.service.store import Job
 
 # Rejections the daemon adds: a full queue, a command this agent cannot run, a cancel of an unknown id,
 # a command that arrived while the agent is stopping (it is not acknowledged, so the broker redelivers it).

@@ -1,7 +1,7 @@
 """The agent as a real daemon process for tests, and a coordinator connected to the same broker.
 
     agent = AgentProcess(tmp_path, broker).start()      # python -m agent.cli run --config ...
-    with coordinator(broker) as fleet: ...               # agent.fleet.Coordinator
+    with coordinator(broker) as fleet: ...               # agent.fleet.client.Coordinator
     agent.kill(); agent.start()                          # a crash and a restart, same state folder
     agent.stop()                                         # SIGTERM, waits for a clean exit
 
@@ -161,8 +161,8 @@ def mqtt_settings(broker: Broker, **overrides: Any) -> Any:
 
 
 def coordinator(broker: Broker, **overrides: Any) -> Any:
-    """A connected `agent.fleet.Coordinator` (close it, or use it as a context manager)."""
-    from agent.fleet import Coordinator
+    """A connected `agent.fleet.client.Coordinator` (close it, or use it as a context manager)."""
+    from agent.fleet.client import Coordinator
 
     return Coordinator(mqtt_settings(broker, **overrides))
 

@@ -8,7 +8,7 @@ import pytest
 
 def tensorrt_reason() -> str:
     """Why TensorRT cannot run here ('' when it can): 'tensorrt: not installed', 'cuda: no GPU', ..."""
-    from agent.backends.tensorrt import probe
+    from agent.backends.tensorrt.backend import probe
 
     status = probe()
     return "" if status.available else str(status.reason)

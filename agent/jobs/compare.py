@@ -1,0 +1,159 @@
+"""The `compare` job: a compressed model against its baseline, the way compression papers report it.
+
+Both models are measured by `run` exactly as `edge-agent bench` measures them (same backends,
+precisions, threads, inputs); each configuration's model file gets a static profile. Configurations
+are paired by backend/precision label, else by backend. Per pair: parameters and their bytes, the
+parameter compression ratio (baseline / candidate), MACs, FLOPs and MULTs with their reduction
+(1 − candidate / baseline), measured p50 latency and the speed-up (baseline / candidate, ×), and
+Top-1/Top-5 with their delta (candidate − baseline) when the bundles carry labelled data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from agent import __version__
+from agent.errors import AgentError
+from agent.jobs.measure import run_measure
+from agent.measure.isolate import ProgressHandler
+from agent.measure.plan import MeasureRequest, StartHandler
+from agent.report import Report, utc_now
+
+COMPARE_SCHEMA = "edge-agent/compare/1"
+STATIC = ("params", "param_bytes", "macs", "flops", "mults")
+
+
+def side(report: Report) -> Dict[str, Any]:
+    """One configuration's figures: the static totals of the file it ran, p50, Top-1/Top-5."""
+    from agent.profile.static import static_profile
+
+    build = (report.backend.get("configuration") or {}).get("build") or {}
+    path = build.get("file") or report.model["path"]
+    figures: Dict[str, Any] = {"label": report.label, "model": report.model.get("name"), "path": path,
+                               "format": report.model.get("format"), "precision": report.model.get("precision"),
+                               "status": report.status, "error": report.error}
+    try:
+        shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
+        totals = static_profile(path, shapes).totals()
+        figures.update({key: totals[key] for key in STATIC})
+    except AgentError as exc:
+        figures.update({key: None for key in STATIC}, error=figures["error"] or {
+            "type": type(exc).__name__, "message": str(exc)})
+    figures["p50_ms"] = report.latency.get("p50_ms") if report.latency else None
+    figures.update(top1=(report.accuracy or {}).get("top1"), top5=(report.accuracy or {}).get("top5"))
+    return figures
+
+
+def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    return round(numerator / denominator, 4) if numerator is not None and denominator else None
+
+
+def _reduction(base: Optional[float], candidate: Optional[float]) -> Optional[float]:
+    return round(1 - candidate / base, 4) if base and candidate is not None else None
+
+
+def _delta(base: Optional[float], candidate: Optional[float]) -> Optional[float]:
+    return round(candidate - base, 4) if base is not None and candidate is not None else None
+
+
+def change(base: Dict[str, Any], candidate: Dict[str, Any]) -> Dict[str, Any]:
+    """The columns compression papers print: ratios (×), reductions (fractions), deltas (fractions)."""
+    return {"param_compression": _ratio(base["params"], candidate["params"]),
+            "param_bytes_compression": _ratio(base["param_bytes"], candidate["param_bytes"]),
+            "macs_reduction": _reduction(base["macs"], candidate["macs"]),
+            "flops_reduction": _reduction(base["flops"], candidate["flops"]),
+            "mults_reduction": _reduction(base["mults"], candidate["mults"]),
+            "speedup": _ratio(base["p50_ms"], candidate["p50_ms"]),
+            "top1_delta": _delta(base["top1"], candidate["top1"]),
+            "top5_delta": _delta(base["top5"], candidate["top5"])}
+
+
+def pair(baseline: Sequence[Report], candidate: Sequence[Report]) -> Tuple[List[Tuple[Report, Report]], List[Report]]:
+    """Pairs by label (backend/precision), then by backend; and the reports left without a partner."""
+    free = list(candidate)
+    pairs, alone = [], []
+    for report in baseline:
+        match = next((c for c in free if c.label == report.label), None) or \
+            next((c for c in free if c.backend["name"] == report.backend["name"]), None)
+        if match is None:
+            alone.append(report)
+            continue
+        free.remove(match)
+        pairs.append((report, match))
+    return pairs, alone + free
+
+
+def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str, Any],
+                on_start: Optional[StartHandler] = None,
+                on_progress: Optional[ProgressHandler] = None) -> Dict[str, Any]:
+    """Measure `request.model` (the baseline) and `candidate_model` alike; the comparison document."""
+    settings = dataclasses.replace(request, kind="bench", trace=None)
+    baseline = run_measure(settings, device, on_start, on_progress)
+    candidate = run_measure(dataclasses.replace(settings, model=candidate_model), device, on_start, on_progress)
+    pairs, alone = pair(baseline, candidate)
+    rows = []
+    for base_report, candidate_report in pairs:
+        base, other = side(base_report), side(candidate_report)
+        rows.append({"backend": base_report.backend["name"], "baseline": base, "candidate": other,
+                     "change": change(base, other)})
+    return {"schema": COMPARE_SCHEMA, "created": utc_now(), "agent": {"version": __version__}, "device": device,
+            "baseline": {"model": request.model}, "candidate": {"model": candidate_model}, "pairs": rows,
+            "unpaired": [{"label": r.label, "model": r.model.get("path"), "status": r.status} for r in alone]}
+
+
+def first_error(document: Dict[str, Any]) -> Optional[AgentError]:
+    """The error of the first configuration that failed, as its `AgentError` class."""
+    from agent import errors
+
+    for row in document["pairs"]:
+        for role in ("baseline", "candidate"):
+            error = row[role]["error"]
+            if error:
+                kind = getattr(errors, error["type"], errors.WorkerError)
+                return kind(f"{role} {row[role]['label']}: {error['message']}")
+    return None
+
+
+def _points(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}pt"
+
+
+def _times(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _change(reduction: Optional[float]) -> str:
+    return "-" if reduction is None else f"{-100 * reduction + 0.0:+.1f}%"
+
+
+def render_compare(document: Dict[str, Any]) -> str:
+    """One table: per pair, a baseline row, a candidate row and a change row."""
+    from agent.profile.render import count, number, percent
+
+    header = ["configuration", "model", "params", "param bytes", "MACs", "FLOPs", "MULTs", "p50 ms", "top-1", "top-5"]
+    cells = [header]
+    for row in document["pairs"]:
+        for role in ("baseline", "candidate"):
+            figures = row[role]
+            cells.append([figures["label"] if role == "baseline" else "", role, count(figures["params"]),
+                          count(figures["param_bytes"], "B"), count(figures["macs"]), count(figures["flops"]),
+                          count(figures["mults"]), number(figures["p50_ms"]), percent(figures["top1"]),
+                          percent(figures["top5"])])
+        delta = row["change"]
+        cells.append(["", "change", _times(delta["param_compression"]), _times(delta["param_bytes_compression"]),
+                      _change(delta["macs_reduction"]), _change(delta["flops_reduction"]),
+                      _change(delta["mults_reduction"]),
+                      _times(delta["speedup"]), _points(delta["top1_delta"]), _points(delta["top5_delta"])])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    lines = [f"compare: {document['baseline']['model']} (baseline) vs {document['candidate']['model']} (candidate)",
+             f"device: {document['device'].get('summary', '-')}",
+             "change: params and bytes as compression ratios (baseline / candidate), work as the change in %, "
+             "p50 as speed-up, accuracy in points"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells]
+    lines += [f"not paired: {entry['label']} ({entry['model']})" for entry in document["unpaired"]]
+    for row in document["pairs"]:
+        for role in ("baseline", "candidate"):
+            if row[role]["error"]:
+                lines.append(f"FAILED {role} {row[role]['label']}: {row[role]['error']['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""The `profile` job: each model file's static profile, joined with what was measured on this board.
+
+A measured profile is an ordinary measurement (`agent.jobs.measure.run_measure`, one worker per configuration, under its
+time limit) whose workers also record the runtime's per-op trace; each report then gets a `profile`
+section: the static profile of the file that ran, per-layer times joined onto its layers, the
+roofline against this device's cached peaks, and, with `scaling`, the latency at 1..N threads with
+Amdahl's law fitted. A static profile (`static_only`) runs nothing: one report per model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from agent.backends.registry import get_backend
+from agent.bundle import Bundle, ModelFile, open_model
+from agent.cache import cache_file
+from agent.device.peaks import Peaks, cached_peaks
+from agent.errors import AgentError, UsageError
+from agent.jobs.measure import run_measure
+from agent.measure.isolate import ProgressHandler
+from agent.measure.plan import MeasureRequest, StartHandler, default_threads
+from agent.profile.measured import profile_section
+from agent.profile.scaling import scaling_section, thread_counts
+from agent.profile.static import static_profile
+from agent.report import Report
+
+PEAKS_CACHE = "peaks.json"
+
+
+@dataclass
+class ProfileRequest:
+    """What to profile: the measurement settings, and whether to run at all or sweep thread counts."""
+
+    measure: MeasureRequest
+    static_only: bool = False
+    scaling: bool = False
+    scaling_threads: Optional[List[int]] = None
+
+
+def device_peaks(fingerprint: str, refresh: bool = False, measure: bool = True) -> Optional[Peaks]:
+    """This device's peaks from the cache (`agent.cache`); measured and cached when missing or
+    `refresh`, unless `measure` is False (then None when missing)."""
+    path = cache_file(PEAKS_CACHE)
+    if measure or refresh:
+        return cached_peaks(fingerprint, path, refresh)
+    try:
+        return Peaks.from_dict(json.loads(path.read_text())[fingerprint])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optional[StartHandler] = None,
+                on_progress: Optional[ProgressHandler] = None) -> List[Report]:
+    """Profile every configuration (or, static only, every model file); failed ones are reports too."""
+    if request.static_only:
+        return static_reports(request.measure, device, device_peaks(device["fingerprint"], measure=False))
+    settings = request.measure
+    traced = dataclasses.replace(settings, kind="profile",
+                                 trace={"runs": settings.iterations, "warmup": settings.warmup.count})
+    reports = run_measure(traced, device, on_start, on_progress)
+    scaling: Dict[str, Dict[str, Any]] = {}
+    if request.scaling:
+        counts = request.scaling_threads or thread_counts(default_threads())
+        scaling = sweep(settings, device, counts, on_start, on_progress)
+    try:
+        peaks = device_peaks(device["fingerprint"])
+    except AgentError:  # the ceilings could not be measured: the profile goes without its roofline
+        peaks = None
+    bundle = open_model(settings.model, verify=False)
+    for report in reports:
+        trace = (report.profile or {}).get("trace") if report.status == "ok" else {
+            "available": False, "runtime": report.backend["name"], "reason": "the measurement failed"}
+        path = (trace or {}).get("model") or report.model["path"]
+        shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
+        if not shapes:  # the run failed before the worker resolved the inputs
+            shapes = _file_shapes(bundle, path, settings.shapes)
+        report.profile = _section(path, shapes, trace, report.latency, peaks, _threads(report, settings),
+                                  scaling.get(report.label))
+    return reports
+
+
+def static_reports(request: MeasureRequest, device: Dict[str, Any], peaks: Optional[Peaks]) -> List[Report]:
+    """One report per model file of the bundle that `request` selects, with its static profile."""
+    bundle = open_model(request.model)
+    formats = {f for name in request.backends or [] for f in get_backend(name).formats}
+    models = [m for m in bundle.models if (not request.precisions or m.precision in request.precisions)
+              and (not formats or m.format in formats)]
+    if not models:
+        raise UsageError(f"{bundle.name} has no model file that --backend/--precision select")
+    threads = request.threads or default_threads()
+    reports = []
+    for model in models:
+        shapes = _file_shapes(bundle, str(model.path), request.shapes)
+        section = _section(str(model.path), shapes, None, None, peaks, threads, None)
+        reports.append(Report("profile", device, _model_section(bundle, model),
+                              {"name": None, "version": None, "configuration": None}, profile=section))
+    return reports
+
+
+def sweep(request: MeasureRequest, device: Dict[str, Any], counts: Sequence[int],
+          on_start: Optional[StartHandler] = None,
+          on_progress: Optional[ProgressHandler] = None) -> Dict[str, Dict[str, Any]]:
+    """Every configuration at each thread count, as `bench --threads N` measures it; one
+    `scaling_section` per configuration label. Accuracy is judged on one sample only: latency matters here."""
+    by_label: Dict[str, List[Optional[float]]] = {}
+    for position, count in enumerate(counts):
+        run_request = dataclasses.replace(request, kind="bench", threads=count, trace=None, eval_limit=1)
+        for report in run_measure(run_request, device, on_start, on_progress):
+            p50 = report.latency.get("p50_ms") if report.status == "ok" and report.latency else None
+            by_label.setdefault(report.label, [None] * len(counts))[position] = p50
+    return {label: scaling_section(list(counts), times) for label, times in by_label.items()}
+
+
+def _section(path: str, shapes: Mapping[str, Sequence[int]], trace: Optional[Dict[str, Any]],
+             latency: Optional[Dict[str, Any]], peaks: Optional[Peaks], threads: int,
+             scaling: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The profile section, or `{"error": ...}` naming why this file could not be profiled."""
+    try:
+        profile = static_profile(path, shapes)
+    except AgentError as exc:
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    return profile_section(profile, trace, latency, peaks, threads, scaling)
+
+
+def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+    """`--shape` values keyed by the file's own input names: a bundle's manifest may name its inputs
+    differently from the file; such names are matched by position, as the worker does."""
+    if not shapes:
+        return {}
+    from agent.graph.read import read_graph
+
+    try:
+        own = read_graph(path).inputs
+    except AgentError:
+        return {name: list(dims) for name, dims in shapes.items()}  # the profile will name the problem
+    aliases = dict(zip((t.name for t in bundle.inputs), own))
+    return {aliases.get(name, name): list(dims) for name, dims in shapes.items()}
+
+
+def _model_section(bundle: Bundle, model: ModelFile) -> Dict[str, Any]:
+    return {"name": bundle.name, "path": str(model.path), "sha256": model.sha256, "bytes": model.size_bytes,
+            "format": model.format, "precision": model.precision,
+            "bundle": None if bundle.is_plain_file else str(bundle.root)}
+
+
+def _threads(report: Report, request: MeasureRequest) -> int:
+    config = report.backend.get("configuration") or {}
+    return int(config.get("threads") or config.get("intra_op_threads") or request.threads or default_threads())
+
+
+def profile_failure(reports: Sequence[Report]) -> Optional[AgentError]:
+    """The first error among the reports (a failed measurement, or a file that could not be profiled)."""
+    from agent import errors
+
+    for report in reports:
+        error = report.error if report.status != "ok" else (report.profile or {}).get("error")
+        if error:
+            kind = getattr(errors, error["type"], errors.WorkerError)
+            label = f"{report.backend.get('name') or 'static'}/{report.model.get('precision')}"
+            return kind(f"{label} ({report.model.get('format')}): {error['message']}")
+    return None

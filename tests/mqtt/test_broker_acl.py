@@ -1,8 +1,9 @@
 """The sample broker set-up (deploy/mosquitto) on a real Mosquitto: passwords, the ACL, and TLS.
 
 The shipped mosquitto.conf is used with only its file paths and port numbers changed; credentials
-come from the shipped make-device-credentials script; clients are paho-mqtt over MQTT 5, and the
-devices connect through the TLS listener with CA verification on.
+come from the shipped make-device-credentials script; clients are paho-mqtt over MQTT 5. Boards
+connect through the boards' TLS listener, operators (the dashboard) through theirs, both with CA
+verification on; the plain loopback listener is the operators' too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from support.broker import NEEDS_MOSQUITTO
 from support.sample_broker import DEPLOY, Fleet, make_credentials, make_tls, sample_broker
 
 WAIT_S = 3.0  # for what must arrive
+LISTENERS = ("boards", "operators", "loopback")
+OPERATORS = ("dashboard",)
 QUIET_S = 0.3  # for what must not: checked after a later message that did arrive
 
 pytestmark = [
@@ -39,8 +42,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 class Peer:
     """A paho MQTT 5 client that records what it receives and how the broker answered it."""
 
-    def __init__(self, fleet: Fleet, user: Optional[str], password: Optional[str], tls: bool = True,
-                 ca: Optional[Path] = None) -> None:
+    def __init__(self, fleet: Fleet, user: Optional[str], password: Optional[str], listener: str = "boards",
+                 ca: Optional[Path] = None, client_id: Optional[str] = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -49,18 +52,22 @@ class Peer:
         self._answered = threading.Condition()
         self._connected = threading.Event()
         self.connack: object = None
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:8]}",
+        self.disconnected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{user}-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
         if user is not None:
             self.client.username_pw_set(user, password)
-        if tls:
+        if listener != "loopback":
             self.client.tls_set(ca_certs=str(ca or fleet.ca), cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda client, userdata, message: self.received.put(
             (message.topic, message.payload))
         self.client.on_publish = self._on_answer
         self.client.on_subscribe = self._on_answer
-        self.client.connect("127.0.0.1", fleet.broker.tls_port if tls else fleet.broker.port)
+        self.client.on_disconnect = lambda client, userdata, flags, reason, props: self.disconnected.set()
+        ports = {"boards": fleet.broker.tls_port, "operators": fleet.broker.operator_port,
+                 "loopback": fleet.broker.port}
+        self.client.connect("127.0.0.1", ports[listener])
         self.client.loop_start()
         assert self._connected.wait(WAIT_S), "no CONNACK"
 
@@ -122,26 +129,53 @@ def peers(fleet: Fleet) -> Iterator[List[Peer]]:
         peer.close()
 
 
-def open_peer(peers: List[Peer], fleet: Fleet, user: str) -> Peer:
-    peer = Peer(fleet, user, fleet.passwords[user])
+def open_peer(peers: List[Peer], fleet: Fleet, user: str, client_id: Optional[str] = None) -> Peer:
+    peer = Peer(fleet, user, fleet.passwords[user], "operators" if user in OPERATORS else "boards",
+                client_id=client_id)
     peers.append(peer)
     assert peer.accepted, f"{user} was refused: {peer.connack}"
     return peer
 
 
-@pytest.mark.parametrize("tls", [True, False], ids=["tls-listener", "loopback-listener"])
-@pytest.mark.parametrize("user,password", [("dev-a", "wrong"), ("nobody", "x"), (None, None), ("dev-a", "")])
-def test_bad_credentials_are_refused(fleet: Fleet, peers: List[Peer], tls: bool, user: Optional[str],
+@pytest.mark.parametrize("listener", LISTENERS)
+@pytest.mark.parametrize("user,password", [("dev-a", "wrong"), ("dashboard", "wrong"), ("nobody", "x"), (None, None),
+                                           ("dev-a", "")])
+def test_bad_credentials_are_refused(fleet: Fleet, peers: List[Peer], listener: str, user: Optional[str],
                                      password: Optional[str]) -> None:
-    peer = Peer(fleet, user, password, tls=tls)
+    peer = Peer(fleet, user, password, listener)
     peers.append(peer)
     assert not peer.accepted, f"{user}/{password} got in"
 
 
-def test_good_password_works_on_the_loopback_listener_too(fleet: Fleet, peers: List[Peer]) -> None:
-    peer = Peer(fleet, "dev-a", fleet.passwords["dev-a"], tls=False)
+@pytest.mark.parametrize("listener", LISTENERS)
+@pytest.mark.parametrize("user", ["dev-a", "dashboard"])
+def test_boards_and_operators_each_get_in_on_their_own_listeners_only(fleet: Fleet, peers: List[Peer],
+                                                                       listener: str, user: str) -> None:
+    peer = Peer(fleet, user, fleet.passwords[user], listener)
     peers.append(peer)
-    assert peer.accepted
+    assert peer.accepted == ((listener == "boards") == (user not in OPERATORS)), (user, listener, peer.connack)
+
+
+def test_a_board_cannot_take_over_another_boards_client_id(fleet: Fleet, peers: List[Peer]) -> None:
+    """Without use_username_as_clientid, a CONNECT with dev-b's client id disconnects dev-b (and the two
+    then kick each other off forever); on the boards' listener the id is the username, so dev-b stays."""
+    dashboard, b = open_peer(peers, fleet, "dashboard"), open_peer(peers, fleet, "dev-b", client_id="dev-b")
+    b.subscribe("edge/dev-b/cmd")
+    intruder = open_peer(peers, fleet, "dev-a", client_id="dev-b")
+    after = uuid.uuid4().hex.encode()
+    assert not dashboard.publish("edge/dev-b/cmd", after).is_failure  # type: ignore[attr-defined]
+    assert b.collect(until=after) == {("edge/dev-b/cmd", after)}
+    assert not b.disconnected.is_set() and not intruder.disconnected.is_set()
+
+
+def test_several_operator_clients_share_one_account(fleet: Fleet, peers: List[Peer]) -> None:
+    first, second = open_peer(peers, fleet, "dashboard"), open_peer(peers, fleet, "dashboard")
+    first.subscribe("edge/#")
+    device = open_peer(peers, fleet, "dev-a")
+    mark = uuid.uuid4().hex.encode()
+    assert not device.publish("edge/dev-a/events", mark).is_failure  # type: ignore[attr-defined]
+    assert first.collect(until=mark) == {("edge/dev-a/events", mark)}
+    assert not first.disconnected.is_set() and not second.disconnected.is_set()
 
 
 def test_device_receives_only_its_own_its_groups_and_broadcast_commands(fleet: Fleet, peers: List[Peer]) -> None:
@@ -177,9 +211,11 @@ def test_tls_rejects_a_broker_certificate_from_another_ca(fleet: Fleet, tmp_path
     other = make_tls(tmp_path / "other")
     with pytest.raises(ssl.SSLError):
         Peer(fleet, "dev-a", fleet.passwords["dev-a"], ca=other.ca)
+    with pytest.raises(ssl.SSLError):
+        Peer(fleet, "dashboard", fleet.passwords["dashboard"], "operators", ca=other.ca)
 
 
-@pytest.mark.parametrize("name", ["all", "group", "a/b", "dev+", "dev#", "x y", "-dev", ""])
+@pytest.mark.parametrize("name", ["all", "group", "dashboard", "coordinator", "a/b", "dev+", "dev#", "x y", "-dev", ""])
 def test_credentials_script_refuses_unsafe_or_reserved_names(tmp_path: Path, name: str) -> None:
     shutil.copy(DEPLOY / "acl", tmp_path / "acl")
     made = make_credentials(tmp_path, name)
@@ -192,7 +228,9 @@ def test_credentials_script_refuses_unsafe_or_reserved_names(tmp_path: Path, nam
 def test_credentials_script_rewrites_a_devices_groups(tmp_path: Path) -> None:
     shutil.copy(DEPLOY / "acl", tmp_path / "acl")
     first = make_credentials(tmp_path, "dev-a", "lab")
-    second = make_credentials(tmp_path, "dev-a", "orin", "lab")
+    again = make_credentials(tmp_path, "dev-a", "orin")
+    assert again.returncode == 2 and "--force" in again.stderr and "group/orin" not in (tmp_path / "acl").read_text()
+    second = make_credentials(tmp_path, "--force", "dev-a", "orin", "lab")
     assert first.returncode == second.returncode == 0 and first.stdout != second.stdout
     acl = (tmp_path / "acl").read_text()
     block = acl[acl.index("# device dev-a: begin"):]
@@ -200,3 +238,15 @@ def test_credentials_script_rewrites_a_devices_groups(tmp_path: Path) -> None:
     assert block.splitlines()[1:5] == ["user dev-a", "topic read edge/all/cmd", "topic read edge/group/orin/cmd",
                                        "topic read edge/group/lab/cmd"]
     assert (tmp_path / "passwd").read_text().count("dev-a:") == 1
+
+
+def test_credentials_script_keeps_operators_and_devices_apart(tmp_path: Path) -> None:
+    shutil.copy(DEPLOY / "acl", tmp_path / "acl")
+    assert make_credentials(tmp_path, "--operator", "dashboard").returncode == 0
+    assert make_credentials(tmp_path, "--operator", "dashboard").returncode == 2  # exists: --force to reset
+    assert make_credentials(tmp_path, "--force", "--operator", "dashboard").returncode == 0
+    assert make_credentials(tmp_path, "dev-a").returncode == 0
+    refused = make_credentials(tmp_path, "--operator", "dev-a")  # the ACL gives it no operator's rights
+    assert refused.returncode == 2 and "no 'user dev-a' block" in refused.stderr
+    assert "dashboard:" not in (tmp_path / "passwd").read_text()
+    assert "dev-a:" not in (tmp_path / "operators.passwd").read_text()

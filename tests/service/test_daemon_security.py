@@ -50,7 +50,7 @@ def tls_settings(fleet: Fleet, folder: Path, user: str, password: str = "", ca: 
 
 
 def dashboard(fleet: Fleet, folder: Path) -> Coordinator:
-    return Coordinator(MqttSettings(host="127.0.0.1", port=fleet.broker.tls_port, tls=True, ca_file=fleet.ca,
+    return Coordinator(MqttSettings(host="127.0.0.1", port=fleet.broker.operator_port, tls=True, ca_file=fleet.ca,
                                     password_file=password_file(folder, fleet, "dashboard")), "dashboard")
 
 
@@ -60,7 +60,7 @@ def test_agent_over_tls_with_its_password_serves_the_dashboard(tmp_path: Path, f
     with dashboard(fleet, tmp_path) as board:
         wait_status(board, "dev-a")
     sent = run_cli("fleet", "send", "group:lab", "ping", "--settle", "1", "--json", "--host", "127.0.0.1",
-                   "--port", str(fleet.broker.tls_port), "--tls", "--ca-file", str(fleet.ca),
+                   "--port", str(fleet.broker.operator_port), "--tls", "--ca-file", str(fleet.ca),
                    "--username", "dashboard", "--password-file", str(tmp_path / "dashboard.password"))
     assert sent.code == 0, sent.stderr
     assert '"status":"done"' in sent.stdout and '"device":"dev-a"' in sent.stdout

@@ -52,7 +52,7 @@ def free_port() -> int:
 
 class Broker:
     """One Mosquitto process with a generated config, or with `config` (a template in which
-    `{port}` and `{tls_port}` are replaced) for testing a given configuration file."""
+    `{port}`, `{tls_port}` and `{operator_port}` are replaced) for testing a given configuration file."""
 
     def __init__(self, workdir: Path, password_file: Optional[Path] = None, acl_file: Optional[Path] = None,
                  tls: Optional[TlsFiles] = None, extra_config: str = "", config: Optional[str] = None) -> None:
@@ -66,13 +66,14 @@ class Broker:
         self.extra_config, self.template = extra_config, config
         self.port = free_port()
         self.tls_port = free_port()
+        self.operator_port = free_port()  # the sample config's second TLS listener, for operators
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.process: Optional[subprocess.Popen] = None
 
     def _config_text(self) -> str:
         if self.template is not None:
-            body = self.template.format(port=self.port, tls_port=self.tls_port)
+            body = self.template.format(port=self.port, tls_port=self.tls_port, operator_port=self.operator_port)
         else:
             lines = ["per_listener_settings false",
                      f"allow_anonymous {'false' if self.password_file else 'true'}"]
@@ -103,6 +104,7 @@ class Broker:
             self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT)
         ports = [self.port] + ([self.tls_port] if self.tls or "{tls_port}" in (self.template or "") else [])
+        ports += [self.operator_port] if "{operator_port}" in (self.template or "") else []
         deadline = time.monotonic() + START_TIMEOUT_S
         while not all(_accepts(port) for port in ports):
             if self.process.poll() is not None or time.monotonic() > deadline:

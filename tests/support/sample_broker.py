@@ -1,11 +1,12 @@
 """The shipped broker set-up (deploy/mosquitto) running for tests: TLS, passwords, the ACL.
 
     with sample_broker(folder, {"dev-a": ["lab"], "dashboard": None}) as fleet:
-        fleet.broker.tls_port, fleet.ca, fleet.passwords["dev-a"]
+        fleet.broker.tls_port (boards), fleet.broker.operator_port (operators, TLS), fleet.broker.port
+        (operators, plain, loopback), fleet.ca, fleet.passwords["dev-a"]
 
 The shipped mosquitto.conf is used with only its file paths and port numbers changed; the CA and
 the server certificate are made here with openssl; credentials come from the shipped
-make-device-credentials script (a device with its groups, or `None` for a password-only account).
+make-device-credentials script (a device with its groups, or `None` for an operator's account).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def make_tls(folder: Path) -> TlsFiles:
 
 def make_credentials(folder: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "EDGE_MQTT_PASSWORD_FILE": str(folder / "passwd"),
-           "EDGE_MQTT_ACL_FILE": str(folder / "acl")}
+           "EDGE_MQTT_OPERATORS_FILE": str(folder / "operators.passwd"), "EDGE_MQTT_ACL_FILE": str(folder / "acl")}
     return subprocess.run([str(DEPLOY / "make-device-credentials"), *args], env=env, capture_output=True,
                           text=True, timeout=30)
 
@@ -58,18 +59,19 @@ class Fleet:
 @contextmanager
 def sample_broker(folder: Path, accounts: Dict[str, Optional[List[str]]]) -> Iterator[Fleet]:
     """Start Mosquitto with the shipped config; `accounts` maps each user to a device's groups, or
-    to None for a password-only account such as the dashboard."""
+    to None for an operator's account such as the dashboard."""
     tls = make_tls(folder / "tls")
     shutil.copy(DEPLOY / "acl", folder / "acl")
     passwords = {}
     for user, groups in accounts.items():
-        made = make_credentials(folder, *(["--password-only", user] if groups is None else [user, *groups]))
+        made = make_credentials(folder, *(["--operator", user] if groups is None else [user, *groups]))
         assert made.returncode == 0, made.stderr
         passwords[user] = made.stdout.strip()
     config = ((DEPLOY / "mosquitto.conf").read_text().replace("/etc/mosquitto/edge-agent/", f"{folder}/")
               .replace("\nlistener 8883\n", "\nlistener {tls_port} 127.0.0.1\n")
+              .replace("\nlistener 8884\n", "\nlistener {operator_port} 127.0.0.1\n")
               .replace("\nlistener 1883 127.0.0.1\n", "\nlistener {port} 127.0.0.1\n"))
-    assert "{tls_port}" in config and "{port}" in config
+    assert "{tls_port}" in config and "{operator_port}" in config and "{port}" in config
     with Broker(folder / "broker", config=config) as broker:
         startup = broker.log()
         assert "running" in startup and "Error" not in startup and "Warning: ACL" not in startup, startup

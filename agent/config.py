@@ -226,9 +226,12 @@ class JobSettings:
 class DeploySettings:
     """[deploy]: where bundles may be downloaded from, and how big they may be."""
 
-    http_hosts: Tuple[str, ...] = _setting((), words())
+    hosts: Tuple[str, ...] = _setting((), words())  # https hosts allowed; () any public one
+    http_hosts: Tuple[str, ...] = _setting((), words())  # also over plain http
     max_bytes: int = _setting(4 * 1024 ** 3, integer(1, 1 << 50))
     max_unpacked_bytes: int = _setting(8 * 1024 ** 3, integer(1, 1 << 50))
+    max_unpack_ratio: float = _setting(20.0, number(1, 1_000_000))  # unpacked / archive bytes
+    min_free_bytes: int = _setting(256 * 1024 ** 2, integer(0, 1 << 50))  # left free on the model store's disk
     timeout_s: float = _setting(60.0, number(1, 3600))
 
 

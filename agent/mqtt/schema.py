@@ -42,12 +42,14 @@ class ProtocolError(AgentError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What a command may ask for: payload size, download size, hosts allowed over plain http
-    (compared case-insensitively), and whether the test-only `fault` argument exists (only when
-    the agent runs under the test suite's EDGE_AGENT_TEST_FAULTS=1)."""
+    """What a command may ask for: payload size, download size, the hosts downloads may come from
+    (`deploy_hosts`, empty: any; `http_hosts` also over plain http; compared case-insensitively), and
+    whether the test-only `fault` argument exists (only when the agent runs under the test suite's
+    EDGE_AGENT_TEST_FAULTS=1)."""
 
     max_payload_bytes: int = 64 * 1024
     max_deploy_bytes: int = 4 * 1024 ** 3
+    deploy_hosts: Tuple[str, ...] = ()
     http_hosts: Tuple[str, ...] = ()
     test_faults: bool = False
 
@@ -173,8 +175,8 @@ def download_size(name: str, value: Any, limits: Limits) -> int:
 
 
 def download_url(name: str, value: Any, limits: Limits) -> str:
-    """An https URL, or http from a host in `limits.http_hosts`; no credentials, spaces or control
-    characters."""
+    """An https URL, or http from a host in `limits.http_hosts`, from a host in `limits.deploy_hosts` when
+    that list is not empty; no credentials, spaces or control characters."""
     text = _text(name, value)
     problem = None
     if len(text) > _MAX_URL or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in text):
@@ -190,6 +192,8 @@ def download_url(name: str, value: Any, limits: Limits) -> str:
         elif not host or not (parts.scheme == "https" or (
                 parts.scheme == "http" and host in {allowed.lower() for allowed in limits.http_hosts})):
             problem = "must be https:// (or http:// from an allow-listed host)"
+        elif limits.deploy_hosts and host not in {h.lower() for h in limits.deploy_hosts + limits.http_hosts}:
+            problem = f"names host {host!r}, which is not in deploy.hosts"
     if problem:
         raise ProtocolError("bad_value", f"{name!r} {show(text)} {problem}")
     return text

@@ -77,7 +77,8 @@ class Daemon:
         """What a command may ask for, from the configuration now."""
         config = self.config
         return Limits(max_payload_bytes=config.mqtt.max_payload_bytes, max_deploy_bytes=config.deploy.max_bytes,
-                      http_hosts=config.deploy.http_hosts, test_faults=os.environ.get(_TEST_FAULTS_ENV) == "1")
+                      deploy_hosts=config.deploy.hosts, http_hosts=config.deploy.http_hosts,
+                      test_faults=os.environ.get(_TEST_FAULTS_ENV) == "1")
 
     def outbox_changed(self) -> None:
         """Something was written to the outbox: wake the pump."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import socket
 import tarfile
 import threading
 import uuid
@@ -28,16 +29,18 @@ from support.broker import NEEDS_MOSQUITTO, Broker
 from agent.config import DeploySettings
 from agent.errors import BundleError
 from agent.measure.isolate import WorkerCancelled
-from agent.service.deploy import DeployError, deploy, remove_leftovers
+from agent.mqtt.schema import Limits, ProtocolError, download_url
+from agent.service.deploy import DeployError, deploy, public_addresses, remove_leftovers, unpack, unpack_cap
 
 LOCAL = DeploySettings(http_hosts=("127.0.0.1",), timeout_s=10)
 
 
 class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path.startswith("/redirect/"):
+        if self.path.startswith(("/redirect/", "/redirect-https/")):
+            scheme, _, rest = self.path[len("/redirect"):].partition("/")
             self.send_response(302)
-            self.send_header("Location", "http://" + self.path[len("/redirect/"):])
+            self.send_header("Location", ("https://" if scheme == "-https" else "http://") + rest)
             self.end_headers()
             return
         super().do_GET()
@@ -89,6 +92,35 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfil
 
 def never() -> None:
     pass
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that only counts the connections made to it."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                peer, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            peer.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    opened = Listener()
+    yield opened
+    opened.close()
 
 
 def test_a_tar_bundle_is_installed_whole(served: Path, tmp_path: Path) -> None:
@@ -218,3 +250,67 @@ def test_deploy_over_mqtt_then_measure_the_new_bundle(served: Path, tmp_path: Pa
     assert "fresh" in [entry["name"] for entry in outcomes[1].report["models"]]
     assert outcomes[2].report["reports"][0]["accuracy"]["top1"] > 0.9
     shutil.rmtree(tmp_path / "agent", ignore_errors=True)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+def test_a_loopback_url_is_refused_before_any_connection(tmp_path: Path, listener: Listener, host: str) -> None:
+    args = {"url": f"https://{host}:{listener.port}/digits.tar", "sha256": "0" * 64, "bytes": 1000,
+            "name": "digits"}
+    with pytest.raises(DeployError, match="loopback.*deploy.hosts"):
+        deploy(args, tmp_path, DeploySettings(timeout_s=5), never)
+    assert listener.connections == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_to_a_loopback_host_is_refused_before_it_connects(served: Path, tmp_path: Path,
+                                                                     listener: Listener) -> None:
+    args = publish(served, "digits.tar", bundle_tar())
+    redirected = dict(args, url=url(served, f"redirect-https/localhost:{listener.port}/digits.tar"))
+    with pytest.raises(DeployError, match="localhost resolves to .* \\(loopback\\)"):
+        deploy(redirected, tmp_path, LOCAL, never)  # 127.0.0.1 is listed (plain http), localhost is not
+    assert listener.connections == 0 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("address,kind", [("10.1.2.3", "private"), ("192.168.7.1", "private"),
+                                          ("172.16.0.9", "private"), ("169.254.10.1", "link-local"),
+                                          ("::1", "loopback"), ("fe80::1", "link-local"), ("0.0.0.0", "unspecified")])
+def test_special_addresses_are_refused_unless_the_host_is_listed(address: str, kind: str) -> None:
+    """Literal addresses only: getaddrinfo resolves them without any network traffic."""
+    with pytest.raises(DeployError, match=f"\\({kind}\\)"):
+        public_addresses(address, 443, listed=False)
+    assert public_addresses(address, 443, listed=True)
+    assert public_addresses("8.8.8.8", 443, listed=False)
+
+
+def test_only_the_listed_hosts_may_be_named_when_deploy_hosts_is_set(tmp_path: Path, listener: Listener) -> None:
+    limits = Limits(deploy_hosts=("models.example.com",))
+    assert download_url("url", "https://MODELS.example.com/a.tar", limits)
+    with pytest.raises(ProtocolError, match="not in deploy.hosts"):
+        download_url("url", "https://elsewhere.example.com/a.tar", limits)
+    args = {"url": f"https://127.0.0.1:{listener.port}/a.tar", "sha256": "0" * 64, "bytes": 10, "name": "digits"}
+    with pytest.raises(DeployError, match="not in deploy.hosts"):
+        deploy(args, tmp_path, DeploySettings(hosts=("models.example.com",)), never)
+    assert listener.connections == 0
+
+
+def test_a_download_the_disk_cannot_hold_is_refused_before_connecting(tmp_path: Path, listener: Listener) -> None:
+    args = {"url": f"http://127.0.0.1:{listener.port}/a.tar", "sha256": "0" * 64, "bytes": 10, "name": "digits"}
+    with pytest.raises(DeployError, match="not enough disk space"):
+        deploy(args, tmp_path, DeploySettings(http_hosts=("127.0.0.1",), min_free_bytes=1 << 49), never)
+    assert listener.connections == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_an_archive_bomb_stops_at_its_ratio_cap(served: Path, tmp_path: Path) -> None:
+    bomb = tar_of(lambda tar: add_bytes(tar, "digits/zeros.bin", bytes(30 << 20)))  # 30 MB of zeros, ~30 KB
+    assert len(bomb) < 100_000
+    with pytest.raises(DeployError, match="max_unpack_ratio"):
+        deploy(publish(served, "bomb.tgz", bomb), tmp_path, LOCAL, never)
+    assert list(tmp_path.iterdir()) == []
+    archive = tmp_path / "bomb.tgz"
+    archive.write_bytes(bomb)
+    cap = unpack_cap(archive, LOCAL)
+    assert cap[0] == int(LOCAL.max_unpack_ratio * len(bomb))
+    with pytest.raises(DeployError, match="unpacks to more than"):
+        unpack(archive, tmp_path / "out", cap, never)
+    written = sum(path.stat().st_size for path in (tmp_path / "out").rglob("*") if path.is_file())
+    assert written <= cap[0]
+

@@ -64,9 +64,12 @@ def test_unit_declares_what_the_service_relies_on() -> None:
             settings.setdefault(key.strip(), []).append(value.strip())
     expected = {"Type": "notify", "Restart": "on-failure", "User": "edge-agent", "StateDirectory": "edge-agent",
                 "ConfigurationDirectory": "edge-agent", "ProtectSystem": "strict", "ProtectHome": "yes",
-                "NoNewPrivileges": "yes", "PrivateTmp": "yes", "NotifyAccess": "main"}
+                "NoNewPrivileges": "yes", "PrivateTmp": "yes", "NotifyAccess": "main", "OOMPolicy": "continue",
+                "MemoryAccounting": "yes"}
     for key, value in expected.items():
         assert settings.get(key) == [value], key
     assert int(settings["WatchdogSec"][0]) > 0
+    high, top = (int(settings[key][0].rstrip("%")) for key in ("MemoryHigh", "MemoryMax"))
+    assert 0 < high < top < 100  # a share of the board's RAM, throttled before it is capped
     assert set(settings["SupplementaryGroups"][0].split()) == {"video", "render"}
     assert set(settings["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}

@@ -26,9 +26,9 @@ from support.agent import (
 from support.broker import NEEDS_MOSQUITTO, Broker
 
 from agent.config import DeploySettings
-from agent.errors import BundleError
+from agent.errors import BundleError, DeployError
 from agent.measure.isolate import WorkerCancelled
-from agent.service.deploy import DeployError, deploy, remove_leftovers
+from agent.service.deploy import deploy, remove_leftovers
 
 LOCAL = DeploySettings(http_hosts=("127.0.0.1",), timeout_s=10)
 

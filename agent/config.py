@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from agent.errors import AgentError
+from agent.errors import AgentError, ConfigError
 
 DEFAULT_PATH = Path("/etc/edge-agent/agent.toml")
 ENV_PREFIX = "EDGE_AGENT_"
@@ -32,12 +32,6 @@ Parser = Callable[[str, Any, bool], Any]  # (key, value, value came from the env
 RESERVED_DEVICE_IDS = frozenset({"all", "group"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ROOT = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
-
-
-class ConfigError(AgentError):
-    """A setting that is missing, malformed or out of range; the message names the key."""
-
-    exit_code = 2
 
 
 def _setting(default: Any, parse: Parser) -> Any:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from support.cli import run_cli
 
-from agent.config import ConfigError, broker_password, load
+from agent.config import broker_password, load
+from agent.errors import ConfigError
 
 FULL = """
 [device]

@@ -86,7 +86,8 @@ def parse_args(pairs: Sequence[str]) -> Dict[str, Any]:
 
 def run_send(args: argparse.Namespace) -> int:
     """Send, then print every reply until the final ones; exit 1 unless every board finished `done`."""
-    from agent.fleet.client import Coordinator, FleetError
+    from agent.errors import FleetError
+    from agent.fleet.client import Coordinator
     from agent.mqtt.protocol import Result, new_command_id
 
     command_args = parse_args(args.args)

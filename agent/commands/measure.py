@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands.args import int_list, pairs, positive_int, seconds, word_list
-from agent.errors import AgentError
+from agent.errors import AgentError, error_from
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
@@ -111,7 +111,4 @@ def chosen(request: Any, progress: Any) -> Any:
 
 def failure(failed: Any) -> AgentError:
     """The `AgentError` a failed report stands for, named after its configuration."""
-    from agent import errors
-
-    kind = getattr(errors, failed.error["type"], errors.WorkerError)
-    return kind(f"{failed.label}: {failed.error['message']}")
+    return error_from(failed.error["type"], f"{failed.label}: {failed.error['message']}")

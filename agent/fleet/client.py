@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from agent.config import MqttSettings
-from agent.errors import AgentError
+from agent.errors import FleetError, ProtocolError
 from agent.mqtt.link import connect_properties, make_client
 from agent.mqtt.protocol import (
     Command,
     Event,
     Message,
-    ProtocolError,
     Result,
     decode_message,
     encode_command,
@@ -33,10 +32,6 @@ from agent.mqtt.protocol import (
 
 CONNECT_TIMEOUT_S = 10.0
 FINAL_EVENTS = ("rejected", "done", "failed", "cancelled", "interrupted")
-
-
-class FleetError(AgentError):
-    """The broker cannot be reached or refused us, or no answer came in time."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
-from agent.errors import AgentError
+from agent.errors import AgentError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler
@@ -104,14 +104,11 @@ def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str,
 
 def first_error(document: Dict[str, Any]) -> Optional[AgentError]:
     """The error of the first configuration that failed, as its `AgentError` class."""
-    from agent import errors
-
     for row in document["pairs"]:
         for role in ("baseline", "candidate"):
             error = row[role]["error"]
             if error:
-                kind = getattr(errors, error["type"], errors.WorkerError)
-                return kind(f"{role} {row[role]['label']}: {error['message']}")
+                return error_from(error["type"], f"{role} {row[role]['label']}: {error['message']}")
     return None
 
 

@@ -18,7 +18,7 @@ from agent.backends.registry import get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
 from agent.device.peaks import Peaks, cached_peaks
-from agent.errors import AgentError, UsageError
+from agent.errors import AgentError, UsageError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler, default_threads
@@ -153,12 +153,9 @@ def _threads(report: Report, request: MeasureRequest) -> int:
 
 def profile_failure(reports: Sequence[Report]) -> Optional[AgentError]:
     """The first error among the reports (a failed measurement, or a file that could not be profiled)."""
-    from agent import errors
-
     for report in reports:
         error = report.error if report.status != "ok" else (report.profile or {}).get("error")
         if error:
-            kind = getattr(errors, error["type"], errors.WorkerError)
             label = f"{report.backend.get('name') or 'static'}/{report.model.get('precision')}"
-            return kind(f"{label} ({report.model.get('format')}): {error['message']}")
+            return error_from(error["type"], f"{label} ({report.model.get('format')}): {error['message']}")
     return None

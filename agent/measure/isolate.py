@@ -61,7 +61,7 @@ def run_worker(request: Dict[str, Any], time_limit_s: float, on_progress: Option
             tail = _tail(stderr)
             raise errors.WorkerError(what + (f"; its last output:\n{tail}" if tail else ""))
         if final["event"] == "error":
-            raise _error_type(final["type"])(final["message"])
+            raise errors.error_from(final["type"], final["message"])
         return final["result"]
 
 
@@ -127,7 +127,3 @@ def _death_cause(returncode: Optional[int]) -> str:
         return f"worker crashed with signal {signal.Signals(-returncode).name}"
     return f"worker exited with code {returncode} without a result"
 
-
-def _error_type(name: str) -> type:
-    kind = getattr(errors, name, None)
-    return kind if isinstance(kind, type) and issubclass(kind, errors.AgentError) else errors.WorkerError

@@ -13,7 +13,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from agent.mqtt.schema import ProtocolError, show
+from agent.errors import ProtocolError
+from agent.mqtt.schema import show
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 

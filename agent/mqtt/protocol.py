@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from agent.config import name_problem, root_problem
+from agent.errors import ProtocolError
 from agent.mqtt.messages import (
     ROUTES,
     Event,
@@ -27,9 +28,9 @@ from agent.mqtt.messages import (
     encode,
 )
 from agent.mqtt.outbox import OutboxMessage
-from agent.mqtt.schema import COMMANDS, ERROR_CODES, Limits, ProtocolError, check_command_id, is_command_id, show
+from agent.mqtt.schema import COMMANDS, ERROR_CODES, Limits, check_command_id, is_command_id, show
 
-__all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "ProtocolError", "ReplyTo",
+__all__ = ["COMMANDS", "ERROR_CODES", "Command", "Event", "Limits", "Message", "ReplyTo",
            "Result", "Status", "Telemetry", "Topics", "decode_message", "encode", "encode_command", "new_command_id",
            "parse_command", "reply_to", "target_topic", "validate_device_id", "validate_group_name"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 from urllib.parse import urlsplit
 
-from agent.errors import AgentError
+from agent.errors import ProtocolError
 
 ERROR_CODES = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "unknown_command",
                "unknown_argument", "bad_value", "too_large", "bad_model_name")
@@ -27,17 +27,6 @@ _MAX_OPTIONS = 16
 _MAX_URL = 2048
 _MAX_SHAPE_INPUTS = 16
 _MAX_RANK = 8
-
-
-class ProtocolError(AgentError):
-    """A payload that breaks protocol v1; `code` is one of ERROR_CODES, `command_id` is set when the
-    envelope's id could be read, so the rejection can still be correlated."""
-
-    def __init__(self, code: str, message: str, command_id: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.command_id = command_id
 
 
 @dataclass(frozen=True)

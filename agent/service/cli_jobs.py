@@ -27,7 +27,7 @@ from agent.errors import AgentError, WorkerError
 from agent.measure.isolate import WorkerCancelled
 from agent.mqtt.protocol import Command
 from agent.service.lanes import JobContext
-from agent.service.replies import FAILURE_CODES, Outcome
+from agent.service.replies import Outcome
 
 # protocol argument -> CLI option, for each command (lists are comma-joined, as the CLI takes them)
 OPTIONS = {
@@ -36,8 +36,9 @@ OPTIONS = {
     "select": {"budget": "--budget", "time_limit": "--time-limit", "objective": "--objective"},
 }
 SELECT_GRACE_S = 120.0  # a selection's own limit covers its race, not loading and judging
-_EXIT_CODES = {cls.exit_code: FAILURE_CODES[name] for name, cls in vars(errors).items()
-               if isinstance(cls, type) and issubclass(cls, AgentError) and name in FAILURE_CODES}
+# Shim (errors-tree): the failed code of each exit code above 1 that names one class's code (agent/errors.py).
+_EXIT_CODES = {cls.exit_code: cls.code for cls in vars(errors).values() if isinstance(cls, type)
+               and issubclass(cls, AgentError) and cls.exit_code > 1 and cls.code != "failed"}
 
 
 def cli_arguments(command: Command, model_path: Path) -> List[str]:

@@ -22,7 +22,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from agent import __version__
-from agent.config import Config, ConfigError, load
+from agent.config import Config, load
+from agent.errors import ConfigError
 from agent.mqtt.link import Inbound, Link
 from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.protocol import Command, Limits, Status, Topics, encode

@@ -40,16 +40,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Dict, Iterator, List, Tuple, Type
 
 from agent.config import DeploySettings
-from agent.errors import AgentError
-from agent.mqtt.schema import Limits, ProtocolError, download_size, download_url
+from agent.errors import DeployError, ProtocolError
+from agent.mqtt.schema import Limits, download_size, download_url
 
 WORK_PREFIX = ".deploy-"
 _CHUNK = 1 << 16
 Check = Callable[[], None]  # raises when the job is cancelled
-
-
-class DeployError(AgentError):
-    """A download that failed, did not match its sha256 or size, or is not a safe bundle archive."""
 
 
 def deploy(args: Dict[str, Any], model_dir: Path, settings: DeploySettings, check_cancelled: Check) -> Dict[str, Any]:

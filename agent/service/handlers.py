@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from agent import __version__
 from agent.backends.registry import gpu_device_node
-from agent.errors import AgentError, ModelNotFoundError
-from agent.mqtt.protocol import Command, ProtocolError
+from agent.errors import AgentError, ModelNotFoundError, ProtocolError, error_from
+from agent.mqtt.protocol import Command
 from agent.service.lanes import Handler, JobContext
 from agent.service.replies import Outcome, failure
 
@@ -201,12 +201,8 @@ def measure_request(command: Command, context: JobContext) -> Any:
 
 
 def _error_of(error: Optional[Dict[str, str]]) -> AgentError:
-    from agent import errors
-
     error = error or {}
-    kind = getattr(errors, error.get("type", ""), errors.WorkerError)
-    kind = kind if isinstance(kind, type) and issubclass(kind, AgentError) else errors.WorkerError
-    return kind(error.get("message", "failed"))
+    return error_from(error.get("type", ""), error.get("message", "failed"))
 
 
 def _run_cli_json(*args: str) -> Dict[str, Any]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterable, Optional
 
-from agent.mqtt.protocol import Command, Limits, ProtocolError, parse_command, reply_to
+from agent.errors import ProtocolError
+from agent.mqtt.protocol import Command, Limits, parse_command, reply_to
 from agent.service.lanes import Lane
 from agent.service.replies import Outcome, Replies, Route, rejection_outcome
 from agent.service.store import Store

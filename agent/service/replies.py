@@ -3,7 +3,7 @@
 Each method returns the `OutboxMessage`s to write (in the same store transaction as the state change
 they announce): one on the device's own topic, plus a copy to the command's MQTT 5 response topic
 when it named one. Also the codes the daemon adds to the protocol's: rejections of well-formed
-commands it cannot take now, and what a failed job's `code` says (docs/daemon.md).
+commands it cannot take now; a failed job's `code` is its error's (agent/errors.py, docs/daemon.md).
 """
 
 from __future__ import annotations
@@ -12,20 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
+from agent.errors import AgentError
 from agent.mqtt.outbox import OutboxMessage
-from agent.mqtt.protocol import Command, Event, ProtocolError, ReplyTo, Result, Telemetry, Topics, decode_message
+from agent.mqtt.protocol import Command, Event, ReplyTo, Result, Telemetry, Topics, decode_message
 from agent.service.store import Job
 
 # Rejections the daemon adds: a full queue, a command this agent cannot run, a cancel of an unknown id,
 # a command that arrived while the agent is stopping (it is not acknowledged, so the broker redelivers it).
 DAEMON_REJECTIONS = ("queue_full", "unsupported", "unknown_target")
-# A failed job's code, by the error that ended it (the first matching class in its MRO).
-FAILURE_CODES = {
-    "UsageError": "bad_request", "ModelNotFoundError": "model_not_found", "ModelFormatError": "bad_model",
-    "BundleError": "bad_bundle", "BackendUnavailableError": "backend_unavailable", "InputSpecError": "bad_input",
-    "WorkerError": "worker_failed", "ProfileError": "profile_failed", "DeployError": "deploy_failed",
-    "StoreError": "store_failed",
-}
 _EVENT_OF_STATE = {"queued": "accepted", "running": "started"}
 Route = Optional[Union[Command, ReplyTo]]
 
@@ -40,13 +34,9 @@ class Outcome:
     message: Optional[str] = None
 
 
-def failure(error: BaseException) -> Outcome:
-    """The failed outcome of a job that raised `error` (a protocol error keeps its own code)."""
-    if isinstance(error, ProtocolError):
-        return Outcome("failed", code=error.code, message=error.message)
-    code = next((FAILURE_CODES[cls.__name__] for cls in type(error).__mro__ if cls.__name__ in FAILURE_CODES),
-                "failed")
-    return Outcome("failed", code=code, message=str(error) or type(error).__name__)
+def failure(error: AgentError) -> Outcome:
+    """The failed outcome of a job that raised `error`: its `code` (a protocol error's own)."""
+    return Outcome("failed", code=error.code, message=str(error) or type(error).__name__)
 
 
 class Replies:

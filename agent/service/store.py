@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from agent.errors import AgentError
+from agent.errors import StoreError
 from agent.mqtt.outbox import OutboxEntry, OutboxMessage
 
 JOB_STATES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
@@ -57,10 +57,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
 """
-
-
-class StoreError(AgentError):
-    """The state database cannot be opened or was written by a newer edge-agent."""
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent.errors import AgentError
+from agent.errors import AgentError, ProtocolError
 from agent.mqtt.protocol import (
     COMMANDS,
     ERROR_CODES,
     Command,
     Event,
     Limits,
-    ProtocolError,
     Result,
     Status,
     Telemetry,

@@ -27,7 +27,8 @@ from support.agent import (
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.cli import QUICK, run_cli
 
-from agent.fleet.client import Coordinator, FleetError
+from agent.errors import FleetError
+from agent.fleet.client import Coordinator
 from agent.mqtt.protocol import Command, Event, Result, decode_message, encode_command
 
 pytestmark = [

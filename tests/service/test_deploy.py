@@ -27,10 +27,10 @@ from support.agent import (
 from support.broker import NEEDS_MOSQUITTO, Broker
 
 from agent.config import DeploySettings
-from agent.errors import BundleError
+from agent.errors import BundleError, DeployError, ProtocolError
 from agent.measure.isolate import WorkerCancelled
-from agent.mqtt.schema import Limits, ProtocolError, download_url
-from agent.service.deploy import DeployError, deploy, public_addresses, remove_leftovers, unpack, unpack_cap
+from agent.mqtt.schema import Limits, download_url
+from agent.service.deploy import deploy, public_addresses, remove_leftovers, unpack, unpack_cap
 
 LOCAL = DeploySettings(http_hosts=("127.0.0.1",), timeout_s=10)
 

@@ -13,9 +13,9 @@ from typing import Iterator, List
 
 import pytest
 
-from agent.errors import AgentError
+from agent.errors import AgentError, StoreError
 from agent.mqtt.outbox import OutboxMessage
-from agent.service.store import Job, Store, StoreError
+from agent.service.store import Job, Store
 
 
 def message(kind: str, payload: bytes = b"{}", topic: str = "edge/d/x") -> OutboxMessage:

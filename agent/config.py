@@ -214,6 +214,7 @@ class JobSettings:
     memory_limit_mb: Union[str, int] = _setting("auto", _memory_limit)  # 0: none; auto: see docs/daemon.md
     stop_grace_s: float = _setting(10.0, number(0, 3600))
     remember_days: float = _setting(7.0, number(0.001, 3650))
+    max_rejected_ids: int = _setting(5_000, integer(10, 10_000_000))  # ids of rejected commands kept, at most
 
 
 @dataclass(frozen=True)

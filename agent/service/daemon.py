@@ -55,7 +55,8 @@ class Daemon:
         self.notifier = Notifier()
         self.topics = Topics(config.device.id, config.device.groups, config.mqtt.root)
         self.replies = Replies(self.topics)
-        self.store = Store(config.database, config.outbox.max_messages, config.outbox.max_bytes)
+        self.store = Store(config.database, config.outbox.max_messages, config.outbox.max_bytes,
+                           config.jobs.max_rejected_ids)
         self.readings = Readings()
         self.platform = self._platform()
         self._stop = False

@@ -85,13 +85,18 @@ class Store:
     `max_outbox_bytes` payload bytes, the oldest telemetry is dropped first, then the oldest events;
     results are never dropped (the outbox may then stay over its cap), and a new status replaces any
     unsent older status on the same topic, since only the newest retained status matters.
+
+    Ids answered without a job (rejected commands) are kept for their age limit and, at most,
+    `max_rejected_ids` of them: a flood of bad commands cannot grow the file without bound; the oldest
+    are forgotten first (a resent one is then judged again, which gives the same answer).
     """
 
     def __init__(self, path: Union[str, Path], max_outbox_messages: int = 10_000,
-                 max_outbox_bytes: int = 32 * 1024 * 1024) -> None:
+                 max_outbox_bytes: int = 32 * 1024 * 1024, max_rejected_ids: int = 5_000) -> None:
         self.path = Path(path)
         self._max_messages = max_outbox_messages
         self._max_bytes = max_outbox_bytes
+        self._max_rejected = max_rejected_ids
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -145,7 +150,18 @@ class Store:
         """Remember a command id answered without a job (e.g. rejected), queueing `publish`.
         Returns the stored outcome instead, writing nothing, when the id was seen before."""
         with self._transaction() as db:
-            return self._remember(db, command_id, outcome, publish)
+            earlier = self._remember(db, command_id, outcome, publish)
+            if earlier is None:
+                self._cap_rejected(db)
+            return earlier
+
+    def _cap_rejected(self, db: sqlite3.Connection) -> None:
+        """Forget the oldest ids without a job once they exceed the cap by a tenth (so the trim runs once
+        every `cap / 10` rejections, not at each)."""
+        count = db.execute("SELECT COUNT(*) FROM commands WHERE id NOT IN (SELECT id FROM jobs)").fetchone()[0]
+        if count > self._max_rejected + self._max_rejected // 10:
+            db.execute("DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE id NOT IN "
+                       "(SELECT id FROM jobs) ORDER BY received, rowid LIMIT ?)", (count - self._max_rejected,))
 
     def add_job(self, job_id: str, cmd: str, command: str, priority: int, outcome: str = "accepted",
                 publish: Sequence[OutboxMessage] = ()) -> Optional[str]:

@@ -239,3 +239,14 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
         claimed = len([n for n in done if n % 3 == 0])
         assert [job.id for job in interrupted][:claimed] == [f"job-{n}" for n in range(claimed)]
         assert reopened.count_jobs("running") == 0
+
+
+def test_rejected_ids_are_capped_in_count_oldest_first(tmp_path: Path) -> None:
+    with Store(tmp_path / "agent.db", max_rejected_ids=100) as capped:
+        capped.add_job("job-1", "bench", "{}", 5)  # ids with a job are never trimmed
+        for index in range(1000):
+            assert capped.record_command(f"bad-{index:04d}", "rejected:bad_value") is None
+        kept = [f"bad-{index:04d}" for index in range(1000) if capped.outcome(f"bad-{index:04d}") is not None]
+        assert 100 <= len(kept) <= 110 and kept[-1] == "bad-0999" and kept == sorted(kept)
+        assert capped.outcome("job-1") == "accepted" and capped.job("job-1") is not None
+        assert capped.record_command("bad-0999", "rejected:other") == "rejected:bad_value"  # still answered once

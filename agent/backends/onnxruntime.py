@@ -63,7 +63,6 @@ class OnnxRuntimeBackend(Backend):
         "inter_op_threads": 1,
         "execution_mode": "sequential",
         "provider": "CPUExecutionProvider",
-        "profile_dir": "",
         "quantization": "minmax",
     }
     option_choices = {"graph_optimization": tuple(_OPT_LEVELS), "execution_mode": ("sequential", "parallel"),
@@ -122,7 +121,9 @@ class OnnxRuntimeBackend(Backend):
                              else onnxruntime.ExecutionMode.ORT_SEQUENTIAL)
         so.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, _OPT_LEVELS[level])
         so.log_severity_level = 3
-        if options.get("profile_dir"):  # `edge-agent profile`: the per-node trace and the graph that runs
+        # `profile_dir` is never a user's option: agent.measure.trace adds it to the checked options for
+        # `edge-agent profile` (the per-node trace and the graph that runs go into its own folder).
+        if options.get("profile_dir"):
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(options["profile_dir"]) / "onnxruntime-profile")
             so.optimized_model_filepath = str(Path(options["profile_dir"]) / "optimized.onnx")

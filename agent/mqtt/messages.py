@@ -21,10 +21,11 @@ _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 def decode_json(payload: bytes) -> Any:
     """Strict JSON from untrusted bytes: UTF-8 only, no duplicate keys, no NaN/Infinity, bounded
-    nesting; any failure is a `ProtocolError` with code `invalid_json`."""
+    nesting; any failure is a `ProtocolError` with code `invalid_json`; a string that is no Unicode text
+    (a lone surrogate escape such as "\\udfff") is `bad_argument`."""
     try:
-        return json.loads(payload.decode("utf-8"), object_pairs_hook=_unique_keys,
-                          parse_constant=_reject_constant)
+        document = json.loads(payload.decode("utf-8"), object_pairs_hook=_unique_keys,
+                              parse_constant=_reject_constant)
     except UnicodeDecodeError as error:
         raise ProtocolError("invalid_json", f"payload is not UTF-8 text: {error.reason} at byte "
                                             f"{error.start}") from None
@@ -32,6 +33,23 @@ def decode_json(payload: bytes) -> Any:
         raise ProtocolError("invalid_json", "payload JSON is nested too deeply") from None
     except ValueError as error:
         raise ProtocolError("invalid_json", f"payload is not valid JSON: {error}") from None
+    _check_text(document)
+    return document
+
+
+def _check_text(value: Any) -> None:
+    """Raise `bad_argument` for the first string (key or value) that cannot be encoded as UTF-8."""
+    texts = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in texts:
+        for text in (key, item):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ProtocolError("bad_argument", f"{show(text)} is not Unicode text "
+                                                        "(a lone surrogate escape)") from None
+        if isinstance(item, (dict, list)):
+            _check_text(item)
 
 
 def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:

@@ -14,8 +14,11 @@ from urllib.parse import urlsplit
 
 from agent.errors import ProtocolError
 
-ERROR_CODES = ("invalid_json", "not_an_object", "missing_field", "wrong_type", "unknown_command",
+ERROR_CODES = ("invalid_json", "bad_argument", "not_an_object", "missing_field", "wrong_type", "unknown_command",
                "unknown_argument", "bad_value", "too_large", "bad_model_name")
+# The backend options a command may set (docs/protocol.md); the others (a path, say) are the device's own.
+REMOTE_OPTIONS = frozenset({"graph_optimization", "inter_op_threads", "execution_mode", "provider", "quantization",
+                            "xnnpack", "workspace_mb", "dla_core", "int8_calibration"})
 _COMMAND_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _MODEL_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _MAX_MODEL_DEPTH = 4
@@ -217,8 +220,8 @@ def one_or_more(check: Checker, most: int) -> Checker:
 
 
 def backend_options(name: str, value: Any, limits: Limits) -> Dict[str, str]:
-    """Backend options as the CLI's --option NAME=VALUE: {name: value}, both short safe words; the
-    backend itself checks which names and values it takes."""
+    """Backend options as the CLI's --option NAME=VALUE: {name: value}, both short safe words, the names
+    among `REMOTE_OPTIONS`; the backend itself checks which names and values it takes."""
     if not isinstance(value, dict):
         raise _wrong_type(name, value, "an object of option name -> value")
     if len(value) > _MAX_OPTIONS:
@@ -227,6 +230,9 @@ def backend_options(name: str, value: Any, limits: Limits) -> Dict[str, str]:
         if not _OPTION.fullmatch(key) or not _OPTION.fullmatch(_text(f"{name}.{key}", item)):
             raise ProtocolError("bad_value", f"option {show(key)}={show(item)} must be words of "
                                              "A-Z a-z 0-9 _ . : - (at most 64 characters)")
+        if key not in REMOTE_OPTIONS:
+            raise ProtocolError("bad_value", f"option {show(key)} cannot be set by a command "
+                                             f"(those that can: {', '.join(sorted(REMOTE_OPTIONS))})")
     return value
 
 

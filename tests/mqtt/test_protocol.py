@@ -89,6 +89,9 @@ BAD_PAYLOADS = {
     "invalid_json": [b"{", b"\xff\xfe{}", b'{"id": NaN}', b'{"id": "a", "id": "b", "cmd": "ping"}',
                      b"[" * 5000 + b"]" * 5000],
     "not_an_object": [b"[]", b'"ping"', b"42", b"null"],
+    "bad_argument": [b'{"id": "x", "cmd": "profile", "args": {"model": "m", "shape": {"\\udfff": [1]}}}',
+                     b'{"id": "x", "cmd": "ping", "args": {"\\ud800": 1}}',
+                     b'{"id": "x", "cmd": "bench", "args": {"model": "m", "batch": [1, ["\\udc00"]]}}'],
     "missing_field": [envelope(cmd="ping"), envelope(id="x"), envelope(id="x", cmd="bench", args={}),
                       envelope(id="x", cmd="deploy", args={"url": "https://a.example/b", "name": "m"})],
     "wrong_type": [envelope(id=7, cmd="ping"), envelope(id="x", cmd=["ping"]),
@@ -113,6 +116,8 @@ BAD_PAYLOADS = {
                   envelope(id="x", cmd="bench", args={"model": "m", "backend": []}),
                   envelope(id="x", cmd="bench", args={"model": "m", "backend": ["tflite", "mxnet"]}),
                   envelope(id="x", cmd="bench", args={"model": "m", "options": {"provider": "a b"}}),
+                  envelope(id="x", cmd="profile", args={"model": "m", "options": {"profile_dir": ".."}}),
+                  envelope(id="x", cmd="bench", args={"model": "m", "options": {"cache_dir": "tmp"}}),
                   envelope(id="x", cmd="bench", args={"model": "m", "shape": {"x": [0]}}),
                   envelope(id="x", cmd="select", args={"model": "m", "budget": -1}),
                   envelope(id="x", cmd="cancel", args={"target": "../x"}),
@@ -316,3 +321,12 @@ def test_any_payload_gives_a_command_or_a_known_error(payload: bytes) -> None:
         event("valid command")
         assert command.cmd in COMMANDS
         assert parse_command(encode_command(command)) == command
+
+
+def test_the_remote_options_are_backend_options_and_name_no_path() -> None:
+    from agent.backends.registry import BACKENDS
+    from agent.mqtt.schema import REMOTE_OPTIONS
+
+    known = {name for backend in BACKENDS.values() for name in backend.option_defaults}
+    assert REMOTE_OPTIONS <= known and not any("dir" in name or "path" in name or "file" in name for name in known)
+

@@ -104,6 +104,7 @@ BAD_PAYLOADS = {
     "unknown_argument": [envelope(id="x", cmd="ping", args={"force": True}),
                          envelope(id="x", cmd="ping", extra=1),
                          envelope(id="x", cmd="eval", args={"model": "m", "warmup": 5}),
+                         envelope(id="x", cmd="bench", args={"model": "m", "fault": "segfault"}),
                          envelope(id="x", cmd="bench", args={"model": "m", "input": {"x": "/etc/shadow"}})],
     "bad_value": [envelope(id="", cmd="ping"), envelope(id="a/b", cmd="ping"), envelope(id="x" * 129, cmd="ping"),
                   envelope(id="x", cmd="ping", schema="edge-agent/command/2"),

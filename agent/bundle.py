@@ -74,6 +74,18 @@ class Preprocessing:
             mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
         return (x - mean) / std
 
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON form, as worker requests and calibration sets carry it."""
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std),
+                "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, data: Optional[Dict[str, Any]]) -> Optional[Preprocessing]:
+        """The inverse of `to_dict` (None stays None)."""
+        if data is None:
+            return None
+        return cls(float(data["scale"]), tuple(data["mean"]), tuple(data["std"]), data["channel_order"])
+
 
 @dataclass(frozen=True)
 class DataSplit:

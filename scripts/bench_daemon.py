@@ -47,7 +47,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_to_online(folder: Path, broker: Broker, fleet: Any) -> Tuple[AgentProcess, float]:
-    agent = AgentProcess(folder, broker, device_id=f"bench-{uuid.uuid4().hex[:6]}", test_faults=False,
+    agent = AgentProcess(folder, broker, device_id=f"bench-{uuid.uuid4().hex[:6]}",
                          settings={"telemetry": {"interval_s": TELEMETRY_S}})
     started = time.monotonic()
     agent.start()

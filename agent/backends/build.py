@@ -56,22 +56,16 @@ class CalibrationSet:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON form, as the worker request carries it."""
-        prep = self.preprocessing
         return {"path": str(self.path), "sha256": self.sha256, "samples": self.samples, "layout": self.layout,
-                "preprocessing": None if prep is None else {"scale": prep.scale, "mean": list(prep.mean),
-                                                            "std": list(prep.std),
-                                                            "channel_order": prep.channel_order}}
+                "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> Optional[CalibrationSet]:
         """The inverse of `to_dict` (None stays None)."""
         if not data:
             return None
-        prep = data.get("preprocessing")
-        preprocessing = None if prep is None else Preprocessing(
-            prep["scale"], tuple(prep["mean"]), tuple(prep["std"]), prep["channel_order"])
         return cls(Path(data["path"]), data["sha256"], int(data["samples"]), data.get("layout", "ANY"),
-                   preprocessing)
+                   Preprocessing.from_dict(data.get("preprocessing")))
 
 
 def batch_ranges(samples: int, batch: int) -> List[Tuple[int, int]]:
@@ -104,8 +98,3 @@ class Prepared:
     precision: str
     details: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON form, as the worker returns it."""
-        return {"path": str(self.path), "precision": self.precision, "details": self.details,
-                "warnings": self.warnings}

@@ -21,6 +21,7 @@ from agent.device.peaks import Peaks, cached_peaks
 from agent.errors import AgentError, UsageError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
+from agent.measure.messages import TraceSettings
 from agent.measure.plan import MeasureRequest, StartHandler, default_threads
 from agent.profile.measured import profile_section
 from agent.profile.scaling import scaling_section, thread_counts
@@ -59,7 +60,7 @@ def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optio
         return static_reports(request.measure, device, device_peaks(device["fingerprint"], measure=False))
     settings = request.measure
     traced = dataclasses.replace(settings, kind="profile",
-                                 trace={"runs": settings.iterations, "warmup": settings.warmup.count})
+                                 trace=TraceSettings(settings.iterations, settings.warmup.count))
     reports = run_measure(traced, device, on_start, on_progress)
     scaling: Dict[str, Dict[str, Any]] = {}
     if request.scaling:

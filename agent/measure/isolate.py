@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent import errors
+from agent.measure.messages import WorkerRequest, WorkerResult
 
 ProgressHandler = Callable[[Dict[str, Any]], None]
 _TAIL_LINES = 6
@@ -31,8 +32,8 @@ class WorkerCancelled(Exception):
     so code that turns worker errors into failed reports lets it through to whoever cancelled."""
 
 
-def run_worker(request: Dict[str, Any], time_limit_s: float, on_progress: Optional[ProgressHandler] = None,
-               should_cancel: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
+def run_worker(request: WorkerRequest, time_limit_s: float, on_progress: Optional[ProgressHandler] = None,
+               should_cancel: Optional[Callable[[], bool]] = None) -> WorkerResult:
     """Send `request` to a fresh worker and return its result, or raise the error it reported or met.
     `should_cancel` is polled about every 0.1 s; when it returns True the worker's process group is
     killed and `WorkerCancelled` raised."""
@@ -42,7 +43,7 @@ def run_worker(request: Dict[str, Any], time_limit_s: float, on_progress: Option
             stderr=stderr, start_new_session=True, env=_worker_env())
         assert process.stdin is not None and process.stdout is not None
         with contextlib.suppress(BrokenPipeError):
-            process.stdin.write(json.dumps(request).encode())
+            process.stdin.write(json.dumps(request.to_dict()).encode())
             process.stdin.close()
         try:
             events, timed_out = _read_events(process, time.monotonic() + time_limit_s, on_progress, should_cancel)
@@ -56,13 +57,13 @@ def run_worker(request: Dict[str, Any], time_limit_s: float, on_progress: Option
         if final is None:
             what = (f"worker timed out after {time_limit_s:g} s and was killed" if timed_out
                     else _death_cause(process.returncode))
-            if request.get("memory_limit_mb"):
-                what += f" (it ran under a {request['memory_limit_mb']} MB memory limit)"
+            if request.memory_limit_mb:
+                what += f" (it ran under a {request.memory_limit_mb} MB memory limit)"
             tail = _tail(stderr)
             raise errors.WorkerError(what + (f"; its last output:\n{tail}" if tail else ""))
         if final["event"] == "error":
             raise errors.error_from(final["type"], final["message"])
-        return final["result"]
+        return WorkerResult.from_dict(final["result"])
 
 
 def _worker_env() -> Dict[str, str]:

@@ -13,6 +13,7 @@ from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile
 from agent.errors import BackendUnavailableError, UsageError
 from agent.measure.latency import Warmup
+from agent.measure.messages import TraceSettings
 
 
 @dataclass
@@ -34,16 +35,15 @@ class MeasureRequest:
     eval_limit: Optional[int] = None
     time_limit_s: float = 300.0
     seed: int = 0
-    # {"runs": N, "warmup": N}: also record the runtime's per-op trace (`edge-agent profile`).
-    trace: Optional[Dict[str, int]] = None
+    # Also record the runtime's per-op trace (`edge-agent profile`).
+    trace: Optional[TraceSettings] = None
     # Also run the precisions backends make on the device (ONNX Runtime INT8/FP16, TensorRT FP16/INT8
     # engines) from the bundle's FP32 file, where the bundle does not ship that precision itself.
     derive: bool = False
-    # The daemon's: each worker's address-space limit (RLIMIT_AS), a poll that stops the running worker
-    # when it returns True (`cancel`), and the test suite's fault injection (worker.TEST_FAULTS_ENV).
+    # The daemon's: each worker's address-space limit (RLIMIT_AS), and a poll that stops the running worker
+    # when it returns True (`cancel`).
     memory_limit_mb: Optional[int] = None
     should_cancel: Optional[Callable[[], bool]] = field(default=None, repr=False, compare=False)
-    fault: Optional[str] = None
 
     @property
     def measures_latency(self) -> bool:

@@ -5,6 +5,7 @@ worker run under its time limit, and its result turned into a report (failed run
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -15,6 +16,8 @@ from agent.bundle import Bundle
 from agent.errors import AgentError
 from agent.measure import accuracy
 from agent.measure.isolate import ProgressHandler, run_worker
+from agent.measure.latency import LoopPlan
+from agent.measure.messages import BackendRun, FeedSpec, ModelRef, OutputSpec, SampleRef, WorkerRequest
 from agent.measure.plan import Configuration, MeasureRequest, default_threads
 from agent.report import Report
 
@@ -23,39 +26,23 @@ FIDELITY_BATCHES = 8
 
 
 def build_request(bundle: Bundle, config: Configuration, request: MeasureRequest, output_file: Path,
-                    with_latency: bool, with_outputs: bool = True) -> Dict[str, Any]:
-    threads = request.threads or default_threads()
+                  with_latency: bool, with_outputs: bool = True) -> WorkerRequest:
+    """The worker's request for one configuration: the latency loop (and trace) only `with_latency`, the
+    output pass only `with_outputs` and for bundles."""
     options = config.backend.validate_options(
         {k: v for k, v in request.options.items() if k in config.backend.option_defaults})
     spec = bundle.inputs[0] if bundle.inputs else None
-    data = None
-    if bundle.evaluation is not None:
-        data = {"path": str(bundle.evaluation.path), "limit": request.eval_limit}
-    prep = bundle.preprocessing
-    calibration = CalibrationSet.from_bundle(bundle) if config.derived == "int8" else None
-    return {
-        "model": {"path": str(config.model.path), "format": config.model.format},
-        "backend": config.backend.name,
-        "precision": config.derived,
-        "calibration": None if calibration is None else calibration.to_dict(),
-        "threads": threads,
-        "options": options,
-        "inputs": {
-            "batch": request.batch, "shapes": request.shapes, "files": request.inputs, "seed": request.seed,
-            "names": [t.name for t in bundle.inputs],
-            "data": data, "layout": spec.layout if spec else "ANY",
-            "preprocessing": None if prep is None else {
-                "scale": prep.scale, "mean": list(prep.mean), "std": list(prep.std),
-                "channel_order": prep.channel_order},
-        },
-        "latency": {"warmup_count": request.warmup.count, "warmup_seconds": request.warmup.seconds,
-                    "iterations": request.iterations, "min_seconds": request.min_seconds} if with_latency else None,
-        "outputs": None if bundle.is_plain_file or not with_outputs else {
-            "save": str(output_file), "generated_batches": FIDELITY_BATCHES},
-        "trace": request.trace if with_latency else None,
-        "memory_limit_mb": request.memory_limit_mb,
-        "fault": request.fault,
-    }
+    evaluation = bundle.evaluation
+    feed = FeedSpec(request.batch, request.shapes, request.inputs, request.seed, [t.name for t in bundle.inputs],
+                    None if evaluation is None else SampleRef(str(evaluation.path), request.eval_limit),
+                    spec.layout if spec else "ANY", bundle.preprocessing)
+    return WorkerRequest(
+        model=ModelRef(str(config.model.path), config.model.format), backend=config.backend.name,
+        threads=request.threads or default_threads(), options=options, feed=feed, precision=config.derived,
+        calibration=CalibrationSet.from_bundle(bundle) if config.derived == "int8" else None,
+        latency=LoopPlan(request.warmup, request.iterations, request.min_seconds) if with_latency else None,
+        outputs=None if bundle.is_plain_file or not with_outputs else OutputSpec(str(output_file), FIDELITY_BATCHES),
+        trace=request.trace if with_latency else None, memory_limit_mb=request.memory_limit_mb)
 
 
 def measure_configuration(bundle: Bundle, config: Configuration, request: MeasureRequest, device: Dict[str, Any],
@@ -69,23 +56,25 @@ def measure_configuration(bundle: Bundle, config: Configuration, request: Measur
     try:
         result = run_worker(worker_request, request.time_limit_s, on_progress, request.should_cancel)
     except AgentError as exc:
-        report = Report(request.kind, device, model_section, {"name": config.backend.name,
-                        "version": config.backend.status().version, "configuration": worker_request["options"]},
-                        status="failed", error={"type": type(exc).__name__, "message": str(exc)})
+        backend = BackendRun(config.backend.name, config.backend.status().version, worker_request.options)
+        report = Report(request.kind, device, model_section, asdict(backend), status="failed",
+                        error={"type": type(exc).__name__, "message": str(exc)})
         return report, None
     if bundle.is_plain_file and not config.derived:
-        model_section["precision"] = result["precision"]
-    for warning in (result.get("prepared") or {}).get("warnings", []):
+        model_section["precision"] = result.precision
+    for warning in result.build_warnings:
         logging.getLogger("edge-agent").warning("%s: %s", config.label, warning)
-    report = Report(request.kind, device, model_section, result["backend"], inputs=result["inputs"],
-                    memory=result["memory"], thermal=result["thermal"])
-    if "latency" in result:
-        report.latency = dict(load_ms=result["load_ms"], first_ms=result["first_ms"], **result["latency"])
-        report.latency_by_batch = result["by_batch"]
-    if "trace" in result:
-        report.profile = {"trace": result["trace"]}
-    outputs = np.load(result["output_pass"]["file"]) if "output_pass" in result else None
-    if outputs is not None and bundle.evaluation is not None and result["output_pass"]["from"] == "evaluation split":
+    report = Report(request.kind, device, model_section, asdict(result.backend), inputs=result.inputs,
+                    memory=asdict(result.memory), thermal=result.thermal)
+    if result.timing is not None:
+        report.latency = dict(load_ms=result.load_ms, first_ms=result.timing.first_ms, **result.timing.latency)
+        report.latency_by_batch = result.timing.by_batch
+    if result.trace is not None:
+        report.profile = {"trace": result.trace}
+    if result.output_pass is None:
+        return report, None
+    outputs = np.load(result.output_pass.file)
+    if result.output_pass.from_evaluation and bundle.evaluation is not None:
         _, labels = bundle.evaluation.load(request.eval_limit)
         if labels is not None:
             report.accuracy = dict(accuracy.topk_accuracy(outputs, labels), split="evaluation")

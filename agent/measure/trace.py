@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.measure import latency
+from agent.measure.messages import TraceSettings
 
 # Runtimes without a per-op timer reachable from Python, and what the report says about them.
 NO_TIMER = {"tflite": "the TFLite Python API has no per-op timer: whole-model figures only"}
@@ -35,13 +36,13 @@ KERNEL_SUFFIX = "_kernel_time"
 
 
 def trace_runs(backend: Any, path: Path, threads: int, options: Dict[str, Any], shapes: Sequence[Tuple[int, ...]],
-               feeds: Sequence[np.ndarray], plan: Dict[str, int]) -> Dict[str, Any]:
+               feeds: Sequence[np.ndarray], plan: TraceSettings) -> Dict[str, Any]:
     """Per-node times of `runs` profiled runs (after `warmup`), and the graph the runtime ran; `model`
     is the file traced (a backend may have prepared it from the bundle's file, e.g. quantized it)."""
     if backend.name != "onnxruntime":
         reason = NO_TIMER.get(backend.name, f"{backend.name} has no per-op timer edge-agent can read")
         return {"available": False, "runtime": backend.name, "reason": reason, "model": str(path)}
-    warmup, runs = int(plan.get("warmup", 10)), max(1, int(plan.get("runs", 100)))
+    warmup, runs = plan.warmup, max(1, plan.runs)
     with tempfile.TemporaryDirectory(prefix="edge-agent-trace-") as folder:
         events = _profiled(backend, path, threads, options, shapes, feeds, warmup + runs, Path(folder))
         graph = runtime_graph(Path(folder) / "optimized.onnx")

@@ -34,16 +34,13 @@ _MAX_RANK = 8
 
 @dataclass(frozen=True)
 class Limits:
-    """What a command may ask for: payload size, download size, the hosts downloads may come from
-    (`deploy_hosts`, empty: any; `http_hosts` also over plain http; compared case-insensitively), and
-    whether the test-only `fault` argument exists (only when the agent runs under the test suite's
-    EDGE_AGENT_TEST_FAULTS=1)."""
+    """What a command may ask for: payload size, download size, and the hosts downloads may come from
+    (`deploy_hosts`, empty: any; `http_hosts` also over plain http; compared case-insensitively)."""
 
     max_payload_bytes: int = 64 * 1024
     max_deploy_bytes: int = 4 * 1024 ** 3
     deploy_hosts: Tuple[str, ...] = ()
     http_hosts: Tuple[str, ...] = ()
-    test_faults: bool = False
 
 
 Checker = Callable[[str, Any, Limits], Any]
@@ -201,14 +198,6 @@ def warmup(name: str, value: Any, limits: Limits) -> Any:
     return integer(0, 1_000_000)(name, value, limits)
 
 
-def test_fault(name: str, value: Any, limits: Limits) -> str:
-    """The test suite's way to make a measurement worker crash, hang or run out of memory on purpose;
-    an unknown argument unless the agent runs with EDGE_AGENT_TEST_FAULTS=1."""
-    if not limits.test_faults:
-        raise ProtocolError("unknown_argument", f"unknown argument {name!r}")
-    return choice("segfault", "abort", "hang", "exit", "oom")(name, value, limits)
-
-
 def one_or_more(check: Checker, most: int) -> Checker:
     """A checker for one value or a list of 1..most values (as the CLI's `B[,B]`); returns a list."""
     def check_all(name: str, value: Any, limits: Limits) -> List[Any]:
@@ -264,7 +253,7 @@ _EVAL_ARGS = {
     "model": _MODEL, "backend": _BACKENDS, "precision": _PRECISIONS, "threads": Arg(integer(1, 256)),
     "options": Arg(backend_options), "shape": Arg(shape), "batch": Arg(one_or_more(integer(1, 4096), 16)),
     "eval_limit": Arg(integer(1, 10_000_000)), "time_limit": Arg(number(1, 86_400)),
-    "seed": Arg(integer(0, 2 ** 32 - 1)), "fault": Arg(test_fault),
+    "seed": Arg(integer(0, 2 ** 32 - 1)),
 }
 _BENCH_ARGS = {**_EVAL_ARGS, "warmup": Arg(warmup), "iterations": Arg(integer(1, 10_000_000)),
                "min_seconds": Arg(number(0, 3600))}

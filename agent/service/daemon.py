@@ -14,7 +14,6 @@ seconds, disconnect. SIGHUP: reload the configuration (see `Daemon.reload`).
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import queue
 import signal
@@ -41,7 +40,6 @@ READY_TIMEOUT_S = 30.0  # under the unit's TimeoutStartSec=60
 FLUSH_S = 5.0  # how long a clean stop waits for the outbox to drain
 IDLE_TICK_S = 5.0  # the main loop's longest sleep: commands and signals wake it at once
 FORGET_EVERY_S = 3600.0  # how often the idempotency window is applied while running
-_TEST_FAULTS_ENV = "EDGE_AGENT_TEST_FAULTS"
 _INTERRUPTED = Outcome("interrupted", code="interrupted",
                        message="the agent stopped (crash, kill or power cut) while this job ran")
 
@@ -79,8 +77,7 @@ class Daemon:
         """What a command may ask for, from the configuration now."""
         config = self.config
         return Limits(max_payload_bytes=config.mqtt.max_payload_bytes, max_deploy_bytes=config.deploy.max_bytes,
-                      deploy_hosts=config.deploy.hosts, http_hosts=config.deploy.http_hosts,
-                      test_faults=os.environ.get(_TEST_FAULTS_ENV) == "1")
+                      deploy_hosts=config.deploy.hosts, http_hosts=config.deploy.http_hosts)
 
     def outbox_changed(self) -> None:
         """Something was written to the outbox: wake the pump."""

@@ -191,8 +191,7 @@ def measure_request(command: Command, context: JobContext) -> Any:
         threads=args.get("threads"), options=args.get("options", {}), batch=args.get("batch", [1]),
         shapes=args.get("shape", {}), eval_limit=args.get("eval_limit"),
         time_limit_s=args.get("time_limit", settings.jobs.time_limit_s), seed=args.get("seed", 0),
-        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb), should_cancel=context.cancelled,
-        fault=args.get("fault"))
+        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb), should_cancel=context.cancelled)
     if command.cmd == "bench":
         request.warmup = Warmup.parse(str(args.get("warmup", 10)))
         request.iterations = args.get("iterations", request.iterations)

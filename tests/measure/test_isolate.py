@@ -1,43 +1,70 @@
 """The worker subprocess: results come back, and every way a worker can die becomes a clear error.
 
 The crashes are real (a NULL read, abort(), a sleep past the limit) in a real worker process; the
-worker makes them only when the test sets EDGE_AGENT_TEST_FAULTS=1.
+worker makes them only through the test suite's hook (tests/support/faults.py), named in its environment.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
+from support.faults import fault_env
 
+from agent.bundle import open_model
 from agent.errors import InputSpecError, ModelFormatError, WorkerError
 from agent.measure.isolate import run_worker
-from agent.measure.worker import TEST_FAULTS_ENV
+from agent.measure.latency import LoopPlan, Warmup
+from agent.measure.messages import FeedSpec, ModelRef, TraceSettings, WorkerRequest, WorkerResult
+from agent.measure.plan import MeasureRequest, plan
+from agent.measure.run import build_request
+from agent.measure.worker import WORKER_HOOK_ENV
 
 
-def _request(model: Path, fault: Optional[str] = None, **inputs: Any) -> Dict[str, Any]:
-    return {
-        "model": {"path": str(model), "format": model.suffix[1:]},
-        "backend": "tflite" if model.suffix == ".tflite" else "onnxruntime",
-        "threads": 1,
-        "options": {"xnnpack": True} if model.suffix == ".tflite" else {
+def _request(model: Path, **feed: Any) -> WorkerRequest:
+    return WorkerRequest(
+        model=ModelRef(str(model), model.suffix[1:]),
+        backend="tflite" if model.suffix == ".tflite" else "onnxruntime",
+        threads=1,
+        options={"xnnpack": True} if model.suffix == ".tflite" else {
             "graph_optimization": "all", "inter_op_threads": 1, "execution_mode": "sequential",
             "provider": "CPUExecutionProvider"},
-        "inputs": inputs,
-        "latency": {"warmup_count": 2, "warmup_seconds": 0.0, "iterations": 20, "min_seconds": 0.0},
-        "outputs": None,
-        "fault": fault,
-    }
+        feed=FeedSpec(**feed),
+        latency=LoopPlan(Warmup(2, 0.0), 20, 0.0),
+    )
+
+
+def _inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    for name, value in fault_env(fault).items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_request_with_every_part_survives_the_pipe(tmp_path: Path, digits: Path) -> None:
+    bundle = open_model(digits)
+    measure = MeasureRequest(str(digits), derive=True, trace=TraceSettings(5, 1), shapes={"image": [1, 8, 8, 1]},
+                             eval_limit=20, memory_limit_mb=4096)
+    [config] = [c for c in plan(bundle, measure) if c.derived == "int8"]
+    request = build_request(bundle, config, measure, tmp_path / "out.npy", with_latency=True)
+    assert request.calibration is not None and request.feed.preprocessing == bundle.preprocessing
+    assert request.latency and request.outputs and request.trace and request.feed.data
+    assert WorkerRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+
+
+def test_a_result_survives_the_pipe(digits: Path) -> None:
+    result = run_worker(_request(digits / "model.fp32.onnx"), 60)
+    assert WorkerResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
 def test_a_measurement_comes_back_with_progress(digits: Path) -> None:
     events: List[Dict[str, Any]] = []
     result = run_worker(_request(digits / "model.fp32.onnx"), 60, events.append)
     assert [e["phase"] for e in events] == ["load", "warmup", "measure"]
-    assert result["latency"]["iterations"] >= 20 and result["latency"]["p50_ms"] > 0
-    assert result["memory"]["peak_rss_mb"] > result["memory"]["baseline_rss_mb"] > 0
+    assert result.timing is not None
+    assert result.timing.latency["iterations"] >= 20 and result.timing.latency["p50_ms"] > 0
+    assert result.memory.peak_rss_mb > result.memory.baseline_rss_mb > 0  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("fault, expected", [
@@ -47,22 +74,24 @@ def test_a_measurement_comes_back_with_progress(digits: Path) -> None:
 ])
 def test_a_dying_worker_is_a_worker_error(monkeypatch: pytest.MonkeyPatch, digits: Path, fault: str,
                                           expected: str) -> None:
-    monkeypatch.setenv(TEST_FAULTS_ENV, "1")
+    _inject(monkeypatch, fault)
     with pytest.raises(WorkerError, match=expected):
-        run_worker(_request(digits / "model.fp32.tflite", fault), 60)
+        run_worker(_request(digits / "model.fp32.tflite"), 60)
 
 
 def test_a_hanging_worker_is_killed_at_its_limit(monkeypatch: pytest.MonkeyPatch, digits: Path) -> None:
-    monkeypatch.setenv(TEST_FAULTS_ENV, "1")
+    _inject(monkeypatch, "hang")
     start = time.monotonic()
     with pytest.raises(WorkerError, match="timed out after 3 s and was killed"):
-        run_worker(_request(digits / "model.fp32.onnx", "hang"), 3)
+        run_worker(_request(digits / "model.fp32.onnx"), 3)
     assert time.monotonic() - start < 10
 
 
-def test_faults_are_ignored_without_the_test_switch(monkeypatch: pytest.MonkeyPatch, digits: Path) -> None:
-    monkeypatch.delenv(TEST_FAULTS_ENV, raising=False)
-    assert run_worker(_request(digits / "model.fp32.tflite", "segfault"), 60)["latency"]["iterations"] >= 20
+def test_faults_are_ignored_without_the_hook(monkeypatch: pytest.MonkeyPatch, digits: Path) -> None:
+    _inject(monkeypatch, "segfault")
+    monkeypatch.delenv(WORKER_HOOK_ENV)
+    result = run_worker(_request(digits / "model.fp32.tflite"), 60)
+    assert result.timing is not None and result.timing.latency["iterations"] >= 20
 
 
 def test_errors_the_worker_reports_keep_their_type(tmp_path: Path, digits: Path) -> None:

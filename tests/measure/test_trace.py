@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from agent.backends.registry import get_backend
+from agent.measure.messages import TraceSettings
 from agent.measure.trace import interquartile_mean, node_times, trace_runs
 
 
@@ -63,7 +64,7 @@ def feeds_for(path: Path):
 def test_real_trace_of_digits(digits: Path) -> None:
     path = digits / "model.fp32.onnx"
     backend, options, shape, feeds = feeds_for(path)
-    trace = trace_runs(backend, path, 1, options, [shape], feeds, {"runs": 20, "warmup": 3})
+    trace = trace_runs(backend, path, 1, options, [shape], feeds, TraceSettings(20, 3))
     assert trace["available"] and trace["runs"] == 20 and trace["model"] == str(path)
     assert 0 < trace["profiler_cost_ms_per_node"] < 0.5 and 0 < trace["call_overhead_ms"] < 1
     ops = sorted(n["op"] for n in trace["nodes"])
@@ -76,5 +77,5 @@ def test_real_trace_of_digits(digits: Path) -> None:
 
 
 def test_tflite_has_no_per_op_timer(digits: Path) -> None:
-    trace = trace_runs(get_backend("tflite"), digits / "model.fp32.tflite", 1, {}, [], [], {"runs": 5})
+    trace = trace_runs(get_backend("tflite"), digits / "model.fp32.tflite", 1, {}, [], [], TraceSettings(5))
     assert trace["available"] is False and "no per-op timer" in trace["reason"]

@@ -14,6 +14,7 @@ from support.nets import write_onnx
 from agent.backends.registry import get_backend
 from agent.graph.model import Graph
 from agent.graph.read import read_graph
+from agent.measure.messages import TraceSettings
 from agent.measure.trace import trace_runs
 from agent.profile.join import RuntimeNode, join_by_name, join_runtime
 
@@ -101,7 +102,7 @@ def traced(path: Path, runs: int = 5) -> Dict:
     session = backend.load(path, 1, options)
     shape = tuple(d if isinstance(d, int) else 1 for d in session.inputs[0].shape)
     feeds = [np.random.default_rng(0).random(shape, dtype=np.float32)]
-    return trace_runs(backend, path, 1, options, [shape], feeds, {"runs": runs, "warmup": 2})
+    return trace_runs(backend, path, 1, options, [shape], feeds, TraceSettings(runs, 2))
 
 
 def joined(path: Path, trace: Dict):

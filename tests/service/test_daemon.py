@@ -185,9 +185,11 @@ def _wait_event(fleet: Coordinator, command_id: str, wanted: str, timeout: float
             return message
 
 
-def test_cancel_stops_a_running_job_within_a_second(agent: AgentProcess, fleet: Coordinator) -> None:
+def test_cancel_stops_a_running_job_within_a_second(tmp_path: Path, broker: Broker, fleet: Coordinator) -> None:
+    agent = new_agent(tmp_path, broker, fault="hang").start()
+    wait_status(fleet, agent.device_id)
     fleet.follow(agent.device_id)
-    hung = fleet.send(agent.device_id, "bench", dict(QUICK_BENCH, fault="hang"))
+    hung = fleet.send(agent.device_id, "bench", QUICK_BENCH)
     _wait_event(fleet, hung.id, "started")
     time.sleep(1.0)  # let the worker load the model and hang
     assert _worker_pids(agent), "no measurement worker is running"
@@ -199,6 +201,7 @@ def test_cancel_stops_a_running_job_within_a_second(agent: AgentProcess, fleet: 
         time.sleep(0.02)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0 and not _worker_pids(agent), f"worker still there after {elapsed:.2f} s"
+    agent.stop()
 
 
 def _worker_pids(agent: AgentProcess) -> List[int]:
@@ -280,9 +283,9 @@ def test_mqtt_311_works_without_reply_properties(tmp_path: Path, broker: Broker,
 
 
 def test_a_worker_out_of_memory_fails_the_job_clearly(tmp_path: Path, broker: Broker, fleet: Coordinator) -> None:
-    agent = new_agent(tmp_path, broker, settings={"jobs": {"memory_limit_mb": 2048}}).start()
+    agent = new_agent(tmp_path, broker, settings={"jobs": {"memory_limit_mb": 2048}}, fault="oom").start()
     wait_status(fleet, agent.device_id)
-    result = result_of(ask(fleet, agent.device_id, "bench", dict(QUICK_BENCH, fault="oom")))
+    result = result_of(ask(fleet, agent.device_id, "bench", QUICK_BENCH))
     assert (result.status, result.code) == ("failed", "worker_failed")
     assert "out of memory (limit 2048 MB)" in result.message
     assert result_of(ask(fleet, agent.device_id, "ping")).status == "done"  # and the agent carries on

@@ -214,12 +214,12 @@ def test_agent_started_while_the_broker_is_down(tmp_path: Path, broker: Broker) 
                                            ("hang", "worker timed out after 1 s and was killed")])
 def test_a_failing_worker_fails_its_job_and_the_agent_carries_on(tmp_path: Path, broker: Broker, fault: str,
                                                                  message: str) -> None:
-    agent = start_agent(tmp_path, broker)
+    agent = start_agent(tmp_path, broker, fault=fault)
     observer = observe(broker, agent)
     wait_status(observer.fleet, agent.device_id)
     sent = []
     for run in range(COUNT):
-        bad = observer.fleet.send(agent.device_id, "bench", dict(QUICK_BENCH, fault=fault, time_limit=1),
+        bad = observer.fleet.send(agent.device_id, "bench", dict(QUICK_BENCH, time_limit=1),
                                   f"{fault}-{run}")
         good = observer.fleet.send(agent.device_id, "ping", None, f"after-{fault}-{run}")
         sent += [bad.id, good.id]

@@ -1,6 +1,7 @@
 """The agent as a real daemon process for tests, and a coordinator connected to the same broker.
 
     agent = AgentProcess(tmp_path, broker).start()      # python -m agent.cli run --config ...
+    AgentProcess(tmp_path, broker, fault="hang")         # every measurement worker hangs (support.faults)
     with coordinator(broker) as fleet: ...               # agent.fleet.client.Coordinator
     agent.kill(); agent.start()                          # a crash and a restart, same state folder
     agent.stop()                                         # SIGTERM, waits for a clean exit
@@ -22,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from support.broker import Broker
+from support.faults import fault_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -49,7 +51,7 @@ class AgentProcess:
 
     def __init__(self, workdir: Path, broker: Broker, device_id: str = "dev-a", groups: tuple = ("lab",),
                  settings: Optional[Dict[str, Dict[str, Any]]] = None, env: Optional[Dict[str, str]] = None,
-                 test_faults: bool = True) -> None:
+                 fault: Optional[str] = None) -> None:
         self.workdir, self.broker, self.device_id = Path(workdir), broker, device_id
         self.model_dir = self.workdir / "models"
         if not (self.model_dir / "models" / "digits").exists():
@@ -66,9 +68,7 @@ class AgentProcess:
             sections.setdefault(name, {}).update(values)
         self.config = self.workdir / "agent.toml"
         self.write_config(sections)
-        self.env = dict(os.environ, **(env or {}))
-        if test_faults:
-            self.env["EDGE_AGENT_TEST_FAULTS"] = "1"
+        self.env = dict(os.environ, **(env or {}), **(fault_env(fault) if fault else {}))
         self.log_path = self.workdir / "agent.log"
         self.process: Optional[subprocess.Popen] = None
 

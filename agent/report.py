@@ -100,9 +100,9 @@ _COLUMNS = (
     ("std ms", lambda r: _number(_get(r.latency, "std_ms"))),
     ("iters", lambda r: str(_get(r.latency, "iterations") or "-")),
     ("per s", lambda r: _number(_get(r.latency, "throughput_per_s"))),
-    ("top1", lambda r: _percent(_get(r.accuracy, "top1"))),
-    ("top5", lambda r: _percent(_get(r.accuracy, "top5"))),
-    ("agree", lambda r: _percent(_get(r.fidelity, "top1_agreement"))),
+    ("top1", lambda r: percent(_get(r.accuracy, "top1"))),
+    ("top5", lambda r: percent(_get(r.accuracy, "top5"))),
+    ("agree", lambda r: percent(_get(r.fidelity, "top1_agreement"))),
     ("cosine", lambda r: _cosine(_get(r.fidelity, "cosine"))),
     ("peak MB", lambda r: _number(_get(r.memory, "peak_rss_mb"))),
     ("°C", lambda r: _number(_get(_get(r.thermal, "temperature_c"), "after"))),
@@ -115,7 +115,8 @@ def _threads(report: Report) -> Any:
     return config.get("threads", config.get("intra_op_threads", "-"))
 
 
-def _percent(value: Optional[float]) -> str:
+def percent(value: Optional[float]) -> str:
+    """A fraction as a percentage with one decimal; `-` for None (every table prints them so)."""
     return "-" if value is None else f"{100 * value:.1f}%"
 
 

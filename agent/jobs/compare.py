@@ -126,7 +126,8 @@ def _change(reduction: Optional[float]) -> str:
 
 def render_compare(document: Dict[str, Any]) -> str:
     """One table: per pair, a baseline row, a candidate row and a change row."""
-    from agent.profile.render import count, number, percent
+    from agent.profile.render import count, number
+    from agent.report import percent
 
     header = ["configuration", "model", "params", "param bytes", "MACs", "FLOPs", "MULTs", "p50 ms", "top-1", "top-5"]
     cells = [header]

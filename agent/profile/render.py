@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from agent.report import Report
+from agent.report import Report, percent
 
 NAME_WIDTH = 44
 _COLUMNS = ("layer", "op", "ms", "share", "MACs", "FLOP/B", "GFLOP/s", "GB/s", "why")
@@ -28,11 +28,6 @@ def count(value: Optional[float], unit: str = "") -> str:
 def number(value: Optional[float], digits: int = 3) -> str:
     """A measured figure with `digits` significant digits; `-` for None."""
     return "-" if value is None else f"{value:.{digits}g}"
-
-
-def percent(value: Optional[float]) -> str:
-    """A fraction as a percentage; `-` for None."""
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def short(name: str, width: int = NAME_WIDTH) -> str:

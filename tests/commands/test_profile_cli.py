@@ -80,7 +80,11 @@ def test_profile_digits_onnxruntime_joins_the_trace_onto_every_layer(digits: Pat
     assert profile["fusion"]["runtime"]["count"] == 4
     assert profile["roofline"]["peaks"]["fp32_gflops_all"] == 60.0  # the cached entry, not a new measurement
     heads = [layer for layer in profile["layers"] if layer["op"] == "Conv"]
-    assert all(layer["bound"] in ("compute", "memory") and layer["roof_fraction"] > 0 for layer in heads)
+    assert all(layer["bound"] in ("compute", "memory") and layer["lower_bound_ms"] > 0 for layer in heads)
+    # A roof fraction needs a measured time: on a loaded machine the calibrated profiler overhead can leave
+    # a tiny layer at 0 ms, and then it has none (as the table shows the lower bound instead).
+    assert all((layer["roof_fraction"] or 0) > 0 or layer["measured_ms"] == 0 for layer in heads)
+    assert any((layer["roof_fraction"] or 0) > 0 for layer in heads)
 
 
 def test_profile_table_sorts_by_time_and_says_tflite_has_no_timer(digits: Path, cache: Dict[str, str]) -> None:

@@ -95,6 +95,7 @@ class Handlers:
         self._probed = False
         self._prober = threading.Thread(target=self._background_probe, name="runtime-probe", daemon=True)
         self._device: Optional[Dict[str, Any]] = None
+        self._info: Optional[Dict[str, Any]] = None
 
     def prepare(self) -> None:
         """Start probing the runtimes in the background."""
@@ -134,11 +135,13 @@ class Handlers:
         return Outcome("done", {"pong": True, "version": __version__})
 
     def info(self, command: Command, context: JobContext) -> Outcome:
-        """`edge-agent info --json`: the board and its runtimes (agent.jobs.info, with the probed statuses)."""
+        """`edge-agent info --json`: the board and its runtimes (agent.jobs.info with the probed statuses, once)."""
         from agent.jobs.info import info
 
         self.runtimes_probed()
-        return Outcome("done", info())
+        if self._info is None:
+            self._info = info()
+        return Outcome("done", self._info)
 
     def models(self, command: Command, context: JobContext) -> Outcome:
         """What the model store holds."""

@@ -6,8 +6,10 @@
 
 Prints one row per target: start -> retained `online` (<= 2 s), idle RSS (<= 60 MB) and CPU
 (<= 1% of a core) with telemetry every 5 s, command -> `accepted` p50/p99 over sequential pings
-(p99 <= 50 ms), and 200 commands published at once (10 benchmarks and 190 cheap commands, mixed):
-every one answered exactly once, cheap ones before the queued benchmarks, benchmarks in order.
+(p99 <= 50 ms), the RSS after bench, eval, profile and select on every bundled model (<= 40 MB: the
+runtimes live in the workers and the probe's child, never in the daemon), and 200 commands published
+at once (10 benchmarks and 190 cheap commands, mixed): every one answered exactly once, cheap ones
+before the queued benchmarks, benchmarks in order.
 Timings depend on the machine and on what else runs on it.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,10 +37,18 @@ from support.broker import Broker  # noqa: E402
 
 from agent.mqtt.protocol import Command, Event, Result, decode_message, encode_command  # noqa: E402
 
-TARGETS = {"start_to_online_s": 2.0, "idle_rss_mb": 60.0, "idle_cpu_percent": 1.0, "accepted_p99_ms": 50.0}
+TARGETS = {"start_to_online_s": 2.0, "idle_rss_mb": 60.0, "idle_cpu_percent": 1.0, "accepted_p99_ms": 50.0,
+           "rss_after_jobs_mb": 40.0}
 CHEAP = ("ping", "models", "info")
 TELEMETRY_S = 5.0  # half the default interval
 BROKER_CONFIG = "set_tcp_nodelay true"  # as deploy/mosquitto/mosquitto.conf: no Nagle delay on small packets
+MODELS = ("digits", "mobilenet_v2")  # the bundled models (models/), each in the agent's store
+JOBS: Tuple[Tuple[str, Dict[str, Any]], ...] = (  # small limits: every job kind, quickly
+    ("bench", {"warmup": 1, "iterations": 10, "min_seconds": 0, "eval_limit": 16}),
+    ("eval", {"eval_limit": 16}),
+    ("profile", {"iterations": 10}),
+    ("select", {"time_limit": 20}),
+)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -48,7 +59,11 @@ def cpu_seconds(pid: int) -> float:
 
 def start_to_online(folder: Path, broker: Broker, fleet: Any) -> Tuple[AgentProcess, float]:
     agent = AgentProcess(folder, broker, device_id=f"bench-{uuid.uuid4().hex[:6]}",
-                         settings={"telemetry": {"interval_s": TELEMETRY_S}})
+                         settings={"telemetry": {"interval_s": TELEMETRY_S}},
+                         env={"EDGE_AGENT_CACHE_DIR": str(folder / "cache")})  # select measures, reusing nothing
+    for name in MODELS:
+        if not (agent.model_dir / "models" / name).exists():
+            shutil.copytree(ROOT / "models" / name, agent.model_dir / "models" / name)
     started = time.monotonic()
     agent.start()
     wait_status(fleet, agent.device_id)
@@ -82,6 +97,20 @@ def accepted_latency(fleet: Any, device: str, count: int) -> List[float]:
     while not fleet.received.empty():
         fleet.received.get()
     return times
+
+
+def after_jobs(fleet: Any, agent: AgentProcess) -> Tuple[float, List[str]]:
+    """(RSS in MB, failures) after every job of JOBS on every model of MODELS, one after the other."""
+    device = agent.device_id
+    fleet.follow(device)
+    failures = []
+    for name in MODELS:
+        for cmd, args in JOBS:
+            command = fleet.send(device, cmd, dict(args, model=f"models/{name}"))
+            result = [m for m in fleet.replies(command.id, True, 600, settle_s=0.5) if isinstance(m, Result)]
+            if not result or result[0].status != "done":
+                failures.append(f"{cmd} {name}: {result[0].code if result else 'no result'}")
+    return agent.rss_kb() / 1024, failures
 
 
 def burst(fleet: Any, device: str, heavy: int = 10, total: int = 200) -> Dict[str, Any]:
@@ -120,10 +149,10 @@ def burst(fleet: Any, device: str, heavy: int = 10, total: int = 200) -> Dict[st
 
 
 def soak(count: int) -> int:
-    """The fault loops of tests/test_daemon_faults.py, `count` runs each."""
+    """The fault loops of tests/service/test_daemon_faults.py, `count` runs each."""
     env = dict(os.environ, EDGE_AGENT_SLOW_COUNT=str(count))
     return subprocess.call([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                            "tests/test_daemon_faults.py"], cwd=ROOT, env=env)
+                            "tests/service/test_daemon_faults.py"], cwd=ROOT, env=env)
 
 
 def main() -> int:
@@ -140,13 +169,15 @@ def main() -> int:
         rss_mb, cpu = idle(agent, args.idle_seconds)
         latency = accepted_latency(fleet, agent.device_id, args.pings)
         p99 = statistics.quantiles(latency, n=100)[98]
+        jobs_rss_mb, failures = after_jobs(fleet, agent)
         loaded = burst(fleet, agent.device_id)
         rss_after_mb = agent.rss_kb() / 1024
         agent.stop()
     rows = [("start -> online (s)", online_s, TARGETS["start_to_online_s"]),
             ("idle RSS (MB)", rss_mb, TARGETS["idle_rss_mb"]),
             ("idle CPU (% of a core)", cpu, TARGETS["idle_cpu_percent"]),
-            ("command -> accepted p99 (ms)", p99, TARGETS["accepted_p99_ms"])]
+            ("command -> accepted p99 (ms)", p99, TARGETS["accepted_p99_ms"]),
+            ("RSS after jobs (MB)", jobs_rss_mb, TARGETS["rss_after_jobs_mb"])]
     print(f"{'target':<32}{'measured':>12}{'limit':>10}{'ratio':>8}  ok")
     for name, value, limit in rows:
         print(f"{name:<32}{value:>12.3f}{limit:>10.3f}{value / limit:>8.2f}  {'yes' if value <= limit else 'NO'}")
@@ -155,8 +186,10 @@ def main() -> int:
           f"all done: {loaded['all_done']}, copies identical: {loaded['copies_identical']}, cheap before queued "
           f"benchmarks: {loaded['cheap_before_queued_benchmarks']}, benchmarks in order: "
           f"{loaded['benchmarks_in_order']}")
-    print(f"RSS after the burst (numpy and the runtimes' status probes loaded): {rss_after_mb:.1f} MB")
-    ok = all(value <= limit for _, value, limit in rows) and loaded["answered"] == loaded["sent"] and all(
+    print(f"RSS: idle {rss_mb:.1f} MB, after {len(JOBS)} job kinds on {', '.join(MODELS)} {jobs_rss_mb:.1f} MB, "
+          f"after the burst {rss_after_mb:.1f} MB" + (f"; jobs not done: {'; '.join(failures)}" if failures else ""))
+    ok = all(value <= limit for _, value, limit in rows) and not failures and \
+        loaded["answered"] == loaded["sent"] and all(
         loaded[key] for key in ("all_done", "copies_identical", "cheap_before_queued_benchmarks",
                                 "benchmarks_in_order"))
     return 0 if ok else 1

@@ -94,13 +94,10 @@ class OnnxRuntimeBackend(Backend):
         return [(count, {"provider": provider}) for provider in providers
                 for count in (threads if provider == "CPUExecutionProvider" else threads[-1:])]
 
-    @staticmethod
-    def _providers() -> List[str]:
-        import onnxruntime
+    def _providers(self) -> List[str]:
+        return list(self.status().details.get("providers", []))
 
-        return list(onnxruntime.get_available_providers())
-
-    def status(self) -> BackendStatus:
+    def _probe(self) -> BackendStatus:
         try:
             import onnxruntime
         except Exception as exc:  # an ImportError, or a broken wheel failing at import

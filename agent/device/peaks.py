@@ -3,8 +3,9 @@
 Compute: numpy matmul (the installed BLAS) in a child process whose BLAS thread count is set through
 the environment (OMP/OpenBLAS/MKL/BLIS), once with one thread and once with all usable cores, so the
 parent's BLAS state never matters. Bandwidth: a large array copy counted as read + write, on one
-thread and on all cores at once. Each figure is the median of repeated runs; the whole measurement
-takes a few seconds and is cached per device fingerprint (a string the caller supplies).
+thread and on all cores at once, in a third child (the arrays never sit in the caller's memory).
+Each figure is the median of repeated runs; the whole measurement takes a few seconds and is cached
+per device fingerprint (a string the caller supplies).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from agent import child_env
 from agent.errors import WorkerError
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -97,18 +99,20 @@ def matmul_gflops(repeats: int) -> Dict[str, float]:
     return {"gflops": 2.0 * size ** 3 / statistics.median(times) / 1e9, "size": float(size)}
 
 
-def _matmul_in_child(threads: int, repeats: int) -> Dict[str, float]:
-    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
-    paths = [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)  # the child imports this very module
-    command = [sys.executable, "-m", "agent.device.peaks", str(repeats)]
+def _in_child(blas_threads: int, *arguments: str) -> Dict[str, float]:
+    """Run this module's `main` with `arguments` in a fresh interpreter whose BLAS uses `blas_threads`
+    threads: its figures, and none of its numpy work or memory in the caller (the daemon)."""
+    env = child_env(**{name: str(blas_threads) for name in THREAD_VARIABLES})
+    command = [sys.executable, "-m", "agent.device.peaks", *arguments]
+    what = f"{arguments[0]} peak with {blas_threads} threads"
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as error:
-        raise WorkerError(f"matmul peak with {threads} threads ran past {WORKER_TIMEOUT_S:.0f} s") from error
+        raise WorkerError(f"{what} ran past {WORKER_TIMEOUT_S:.0f} s") from error
     if done.returncode != 0:
-        raise WorkerError(f"matmul peak with {threads} threads failed: {done.stderr.strip()[-300:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise WorkerError(f"{what} failed: {done.stderr.strip()[-300:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def copy_bandwidth(threads: int, repeats: int, array_bytes: int) -> float:
@@ -141,14 +145,14 @@ def _copy_bytes() -> int:
 def measure_peaks(fingerprint: str, repeats: int = 5) -> Peaks:
     """Measures all four ceilings now (a few seconds); `fingerprint` names the device in the cache."""
     threads = usable_cores()
-    single = _matmul_in_child(1, repeats)
-    every = _matmul_in_child(threads, repeats)
+    single = _in_child(1, "matmul", str(repeats))
+    every = _in_child(threads, "matmul", str(repeats))
     array_bytes = _copy_bytes()
+    copy = _in_child(threads, "bandwidth", str(repeats), str(array_bytes), str(threads))
     return Peaks(fingerprint=fingerprint, fp32_gflops_single=round(single["gflops"], 3),
-                 fp32_gflops_all=round(every["gflops"], 3),
-                 bandwidth_gbs_single=round(copy_bandwidth(1, repeats, array_bytes), 3),
-                 bandwidth_gbs_all=round(copy_bandwidth(threads, repeats, array_bytes), 3),
-                 threads=threads, matmul_size=int(every["size"]), copy_bytes=array_bytes, repeats=repeats)
+                 fp32_gflops_all=round(every["gflops"], 3), bandwidth_gbs_single=round(copy["single"], 3),
+                 bandwidth_gbs_all=round(copy["all"], 3), threads=threads, matmul_size=int(every["size"]),
+                 copy_bytes=array_bytes, repeats=repeats)
 
 
 def cached_peaks(fingerprint: str, cache_file: Path, refresh: bool = False) -> Peaks:
@@ -185,5 +189,15 @@ def roofline(flops: Optional[int], bytes_moved: Optional[int], peaks: Peaks, all
                     ridge_intensity=gflops / bandwidth)
 
 
+def main(arguments: List[str]) -> Dict[str, float]:
+    """`matmul REPEATS` (GFLOP/s at the BLAS threads the environment sets), or `bandwidth REPEATS BYTES
+    THREADS` (GB/s on one thread and on THREADS): what `measure_peaks` runs in its children."""
+    repeats = int(arguments[1])
+    if arguments[0] == "matmul":
+        return matmul_gflops(repeats)
+    array_bytes, threads = int(arguments[2]), int(arguments[3])
+    return {"single": copy_bandwidth(1, repeats, array_bytes), "all": copy_bandwidth(threads, repeats, array_bytes)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(matmul_gflops(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))
+    print(json.dumps(main(sys.argv[1:])))

@@ -49,16 +49,19 @@ def select(request: SelectRequest, device: Dict[str, Any], on_start: Optional[St
     return decision
 
 
-def stored_or_select(model: str, progress: Optional[Any] = None) -> Decision:
+def stored_or_select(model: str, progress: Optional[Any] = None, limits: Optional[MeasureRequest] = None) -> Decision:
     """The stored decision for `model` on this device and runtimes (whatever settings made it), or a new
-    one with the default settings: what `bench`/`eval --backend auto` run."""
+    one with the default settings: what `bench`/`eval --backend auto` run (under the memory limit and
+    cancel poll of `limits`, the measurement asking for it)."""
     device = device_section()
     bundle = open_model(model)
     key = decision_key(device["fingerprint"], {m.key: m.sha256 for m in bundle.models}, runtime_versions())
     stored = load_decision(decision_path(bundle.name, key), key)
     if stored is not None:
         return stored
-    return select(SelectRequest(model), device, progress.start if progress else None,
+    request = SelectRequest(model, memory_limit_mb=limits.memory_limit_mb if limits else None,
+                            should_cancel=limits.should_cancel if limits else None)
+    return select(request, device, progress.start if progress else None,
                   progress.update if progress else None)
 
 

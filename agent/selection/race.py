@@ -107,7 +107,8 @@ class Race:
         measure_request = MeasureRequest(
             model=self.request.model, kind="bench", threads=candidate.threads, options=dict(candidate.options),
             warmup=Warmup(3, 0.0), iterations=iterations, min_seconds=seconds, eval_limit=self.request.eval_limit,
-            time_limit_s=max(self.remaining(), 1.0), seed=self.request.seed)
+            time_limit_s=max(self.remaining(), 1.0), seed=self.request.seed,
+            memory_limit_mb=self.request.memory_limit_mb, should_cancel=self.request.should_cancel)
         started = time.monotonic()
         report, outputs = measure_configuration(self.bundle, config, measure_request, self.device,
                                                      self.workdir / f"{self.runs}.npy", self.on_progress, with_outputs)

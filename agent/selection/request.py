@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 @dataclasses.dataclass
@@ -21,6 +21,10 @@ class SelectRequest:
     eval_limit: Optional[int] = None
     refresh: bool = False
     seed: int = 0
+    # The daemon's, passed to every worker of the race: its address-space limit, and the poll that
+    # stops the running worker when it returns True (`cancel`); see MeasureRequest.
+    memory_limit_mb: Optional[int] = None
+    should_cancel: Optional[Callable[[], bool]] = dataclasses.field(default=None, repr=False, compare=False)
 
     def settings(self) -> Dict[str, Any]:
         """What a stored decision must have been made with to be reused by `select`."""

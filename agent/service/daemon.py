@@ -4,7 +4,8 @@ Threads: paho's network thread and the outbox pump (agent.mqtt.link), the quick 
 lane (agent.service.lanes), and this main loop, which takes every command in (agent.service.intake)
 and then acknowledges it to the broker, publishes telemetry, pings the systemd watchdog and handles
 signals. Start-up: open the store, report jobs a crash left running as `interrupted`, carry out
-leftover cancels, connect, start the lanes (queued jobs resume), and send READY=1 once the broker
+leftover cancels, connect, start the lanes (queued jobs resume; the runtimes are probed in a child
+process meanwhile, agent.backends.probe), and send READY=1 once the broker
 answered (or after READY_TIMEOUT_S, so a broker outage at boot does not fail the unit; results queue
 in the store meanwhile). SIGTERM: stop taking commands, let the running job finish within
 `jobs.stop_grace_s` (else it goes back to the queue), publish `offline`, flush the outbox for a few
@@ -97,6 +98,7 @@ class Daemon:
         return 0
 
     def _start(self) -> None:
+        self.handlers.prepare()  # first: a job waits for the runtimes' probe
         remove_leftovers(self.config.model_dir)
         self._forget()
         interrupted = self.store.interrupt_unfinished(self._announce_interrupted)
@@ -105,7 +107,6 @@ class Daemon:
         self.intake.run_cancels()
         self.link = self._new_link()
         self.link.start()
-        self.handlers.prepare()
         self.quick.start()
         self.jobs.start()
         self.notifier.status("connecting to the broker")

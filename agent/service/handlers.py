@@ -1,31 +1,45 @@
 """What each command does in the daemon: ping, info, models, bench/eval, deploy, profile/select.
 
 A handler takes the validated `Command` and a `JobContext` and returns an `Outcome` (or raises an
-`AgentError`, which fails the job with a code). Measurements go through `agent.jobs.measure.run_measure`, the same
-path as the CLI: one worker process per configuration, here with the daemon's memory limit and the
-cancel flag. Model names are resolved inside the model store only.
+`AgentError`, which fails the job with a code). Each calls the job function the CLI calls
+(`agent.jobs.measure.run_measure`, `agent.jobs.profile.run_profile`, `agent.jobs.select.select`,
+`agent.jobs.info.info`): one worker process per configuration, here with the daemon's memory limit and
+the cancel poll, and the job's progress relayed as events. The runtimes' statuses are probed once, in
+a child process (agent.backends.probe), so that no runtime is imported into the daemon. Model names
+are resolved inside the model store only.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import logging
 import os
-import subprocess
-import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from agent import __version__
 from agent.backends.registry import gpu_device_node
-from agent.errors import AgentError, ModelNotFoundError, ProtocolError, error_from
+from agent.errors import (
+    AgentError,
+    BackendUnavailableError,
+    ModelNotFoundError,
+    ProfileError,
+    ProtocolError,
+    WorkerError,
+    error_from,
+)
+from agent.measure.isolate import WorkerCancelled
 from agent.mqtt.protocol import Command
 from agent.service.lanes import Handler, JobContext
 from agent.service.replies import Outcome, failure
 
 MODEL_EXTENSIONS = (".onnx", ".tflite")
 MAX_DEPTH = 4  # a model name has at most four segments (agent.mqtt.schema)
+SELECT_GRACE_S = 120.0  # a selection's own time limit covers its race, not loading and judging
+PROFILE_LIMITS = 4  # a profile's wall-clock limit, in workers' time limits (configurations, scaling, sections)
+_log = logging.getLogger(__name__)
 
 
 def resolve_model(model_dir: Path, name: str) -> Path:
@@ -42,6 +56,7 @@ def resolve_model(model_dir: Path, name: str) -> Path:
 
 def memory_limit_mb(setting: Union[str, int]) -> Optional[int]:
     """The workers' RLIMIT_AS in MB: `auto` is the board's RAM, except on an NVIDIA GPU board (off)."""
+
     if setting != "auto":
         return int(setting) or None
     if gpu_device_node() is not None:  # CUDA reserves more address space than RLIMIT_AS at RAM size allows
@@ -80,48 +95,60 @@ def _bundle_entry(name: str, manifest: Path) -> Dict[str, Any]:
 
 
 class Handlers:
-    """The daemon's command handlers. `info` is probed once, in a subprocess (the runtimes are not
-    imported into the daemon for it), started by `prepare` so that the first `info` does not hold
-    up the quick lane."""
+    """The daemon's command handlers. The runtimes are probed once, in a child process started by
+    `prepare` (so that the first job does not wait for it); every job then reads those statuses."""
 
     def __init__(self) -> None:
-        self._info: Optional[Dict[str, Any]] = None
-        self._info_error: Optional[AgentError] = None
-        self._probed = threading.Thread(target=self._probe, name="info-probe", daemon=True)
+        self._probe_lock = threading.Lock()
+        self._probed = False
+        self._prober = threading.Thread(target=self._background_probe, name="runtime-probe", daemon=True)
         self._device: Optional[Dict[str, Any]] = None
+        self._info: Optional[Dict[str, Any]] = None
 
     def prepare(self) -> None:
-        """Start probing the board and its runtimes in the background."""
-        self._probed.start()
+        """Start probing the runtimes in the background."""
+        self._prober.start()
 
-    def _probe(self) -> None:
+    def _background_probe(self) -> None:
         try:
-            self._info = _run_cli_json("info", "--json")
-        except AgentError as error:
-            self._info_error = error
+            self.runtimes_probed()
+        except AgentError as error:  # tried again by the first job that needs it
+            _log.warning("%s", error)
+
+    def runtimes_probed(self) -> None:
+        """Make sure the backends answer `status()` from the child-process probe (probing now if that failed)."""
+        with self._probe_lock:
+            if not self._probed:
+                from agent.backends.probe import probe_in_child
+                from agent.backends.registry import use_statuses
+
+                use_statuses(probe_in_child())
+                self._probed = True
+
+    def device(self) -> Dict[str, Any]:
+        """The device section of the reports (read once)."""
+        from agent.device.detect import device_section
+
+        if self._device is None:
+            self._device = device_section()
+        return self._device
 
     def table(self) -> Dict[str, Handler]:
-        """Command name -> handler, for the lanes; `profile` and `select` where this edge-agent has them."""
-        handlers: Dict[str, Handler] = {"ping": self.ping, "info": self.info, "models": self.models,
-                                        "bench": self.measure, "eval": self.measure, "deploy": self.deploy}
-        for name in ("profile", "select"):
-            if importlib.util.find_spec(f"agent.commands.{name}") is not None:
-                handlers[name] = self.subcommand
-        return handlers
+        """Command name -> handler, for the lanes."""
+        return {"ping": self.ping, "info": self.info, "models": self.models, "bench": self.measure,
+                "eval": self.measure, "deploy": self.deploy, "profile": self.profile, "select": self.select}
 
     def ping(self, command: Command, context: JobContext) -> Outcome:
         """Alive: the agent's version."""
         return Outcome("done", {"pong": True, "version": __version__})
 
     def info(self, command: Command, context: JobContext) -> Outcome:
-        """`edge-agent info --json`: the board and its runtimes (probed once; a failed probe is retried)."""
-        if self._probed.ident is not None:  # started by prepare()
-            self._probed.join()
+        """`edge-agent info --json`: the board and its runtimes (agent.jobs.info with the probed statuses, once)."""
+        from agent.jobs.info import info
+
+        self.runtimes_probed()
         if self._info is None:
-            self._probe()
-        if self._info is None:
-            error, self._info_error = self._info_error, None
-            raise error or AgentError("the info probe failed")
+            self._info = info()
         return Outcome("done", self._info)
 
     def models(self, command: Command, context: JobContext) -> Outcome:
@@ -138,49 +165,110 @@ class Handlers:
 
     def measure(self, command: Command, context: JobContext) -> Outcome:
         """bench/eval: every configuration asked for, through agent.jobs.measure.run_measure."""
-        from agent.device.detect import device_section
         from agent.jobs.measure import run_measure
 
-        if self._device is None:
-            self._device = device_section()
-        request = measure_request(command, context)
-        position: Dict[str, Any] = {"index": 1, "total": 1, "config": ""}
-
-        def started(index: int, total: int, label: str) -> None:
-            position.update(index=index, total=total, config=label)
-            context.progress((index - 1) / total, {"phase": "start", **position})
-
-        def progressed(event: Dict[str, Any]) -> None:
-            share = event["done"] / event["total"] if event.get("total") else 0.0
-            detail: Dict[str, Any] = {key: event[key] for key in ("phase", "batch", "done", "total") if key in event}
-            context.progress((position["index"] - 1 + share) / position["total"],
-                             dict(detail, config=position["config"], index=position["index"]))
-
+        self.runtimes_probed()
+        request = measure_request(command, context, context.cancelled)
+        progress = Progress(context)
         if request.backends == ["auto"]:  # as the CLI: the configuration `select` chose (selecting first)
             from agent.jobs.select import apply_choice, stored_or_select
 
-            request = apply_choice(request, stored_or_select(request.model))
-        reports = run_measure(request, self._device, started, progressed)
-        body = {"reports": [report.to_dict() for report in reports]}
-        failed = [report for report in reports if report.status != "ok"]
-        if len(failed) == len(reports):
-            first = failure(_error_of(failed[0].error))
-            return Outcome("failed", body, first.code, f"{failed[0].label}: {first.message}")
+            request = apply_choice(request, stored_or_select(request.model, progress, request))
+        reports = run_measure(request, self.device(), progress.start, progress.update)
+        return reports_outcome(reports, lambda r: r.status == "ok", lambda: first_failure(reports))
+
+    def profile(self, command: Command, context: JobContext) -> Outcome:
+        """profile: agent.jobs.profile.run_profile, under PROFILE_LIMITS workers' time limits in all."""
+        from agent.jobs.profile import ProfileRequest, profile_failure, run_profile
+
+        self.runtimes_probed()
+        wall_s = PROFILE_LIMITS * context.settings.jobs.time_limit_s
+        request = ProfileRequest(measure_request(command, context, within(context, wall_s)))
+        progress = Progress(context)
+        reports = stopped_after(wall_s, context, lambda: run_profile(request, self.device(), progress.start,
+                                                                     progress.update))
+        return reports_outcome(reports, lambda r: "layers" in (r.profile or {}),
+                               lambda: profile_failure(reports) or ProfileError("nothing could be profiled"))
+
+    def select(self, command: Command, context: JobContext) -> Outcome:
+        """select: agent.jobs.select.select, under its own time limit plus SELECT_GRACE_S; the selection
+        report, failed `backend_unavailable` when no candidate was admissible."""
+        from agent.jobs.select import select
+        from agent.selection.decision import selection_report
+        from agent.selection.request import SelectRequest
+
+        self.runtimes_probed()
+        args, settings = command.args, context.settings
+        model = str(resolve_model(settings.model_dir, args["model"]))
+        request = SelectRequest(model, args.get("objective", "p50"), args.get("budget", 1.0),
+                                time_limit_s=args.get("time_limit", 60.0),
+                                memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb))
+        wall_s = request.time_limit_s + SELECT_GRACE_S
+        request.should_cancel = within(context, wall_s)
+        progress = Progress(context)
+        decision = stopped_after(wall_s, context, lambda: select(request, self.device(), progress.start,
+                                                                 progress.update))
+        report = selection_report(decision, self.device(), model)
+        if decision.choice is None:
+            error = failure(BackendUnavailableError("no candidate was admissible: see each one's reason"))
+            return Outcome("failed", report, error.code, error.message)
+        return Outcome("done", report)
+
+
+class Progress:
+    """A job's start/update callbacks (as the CLI's progress bar takes them) as progress events."""
+
+    def __init__(self, context: JobContext) -> None:
+        self.context = context
+        self.position: Dict[str, Any] = {"index": 1, "total": 1, "config": ""}
+
+    def start(self, index: int, total: int, label: str) -> None:
+        """Configuration `index` of `total` starts."""
+        self.position.update(index=index, total=total, config=label)
+        self.context.progress((index - 1) / total, {"phase": "start", **self.position})
+
+    def update(self, event: Dict[str, Any]) -> None:
+        """A worker's progress event."""
+        share = event["done"] / event["total"] if event.get("total") else 0.0
+        detail: Dict[str, Any] = {key: event[key] for key in ("phase", "batch", "done", "total") if key in event}
+        self.context.progress((self.position["index"] - 1 + share) / self.position["total"],
+                              dict(detail, config=self.position["config"], index=self.position["index"]))
+
+
+def within(context: JobContext, wall_s: float) -> Callable[[], bool]:
+    """The workers' cancel poll: a `cancel` (or the agent stopping), or `wall_s` from now passed."""
+    deadline = time.monotonic() + wall_s
+    return lambda: context.cancelled() or time.monotonic() > deadline
+
+
+def stopped_after(wall_s: float, context: JobContext, job: Callable[[], Any]) -> Any:
+    """Run `job`; a worker it stopped for the wall-clock limit (not for a cancel) fails it as a `WorkerError`."""
+    try:
+        return job()
+    except WorkerCancelled:
+        if context.cancelled():
+            raise
+        raise WorkerError(f"{context.command.cmd} did not finish within {wall_s:g} s and was stopped") from None
+
+
+def reports_outcome(reports: List[Any], fine: Callable[[Any], bool], error: Callable[[], AgentError]) -> Outcome:
+    """`{"reports": [...]}`: done when one report is `fine`, else failed with `error()`'s code and message."""
+    body = {"reports": [report.to_dict() for report in reports]}
+    if any(fine(report) for report in reports):
         return Outcome("done", body)
-
-    def subcommand(self, command: Command, context: JobContext) -> Outcome:
-        """profile/select: the CLI subcommand in a child process (agent.service.cli_jobs)."""
-        from agent.service.cli_jobs import SELECT_GRACE_S, run_cli_job
-
-        settings = context.settings
-        limit = command.args.get("time_limit")
-        wall_s = limit + SELECT_GRACE_S if command.cmd == "select" and limit else 4 * settings.jobs.time_limit_s
-        return run_cli_job(command, context, resolve_model(settings.model_dir, command.args["model"]), wall_s,
-                           memory_limit_mb(settings.jobs.memory_limit_mb))
+    failed = failure(error())
+    return Outcome("failed", body, failed.code, failed.message)
 
 
-def measure_request(command: Command, context: JobContext) -> Any:
-    """The `MeasureRequest` of a bench/eval command (argument names as the CLI's options)."""
+def first_failure(reports: List[Any]) -> AgentError:
+    """The error of the first failed measurement, named after its configuration."""
+    report = next(r for r in reports if r.status != "ok")
+    error = report.error or {}
+    return error_from(error.get("type", ""), f"{report.label}: {error.get('message', 'failed')}")
+
+
+def measure_request(command: Command, context: JobContext, should_cancel: Callable[[], bool]) -> Any:
+    """The `MeasureRequest` of a bench/eval/profile command (argument names as the CLI's options)."""
     from agent.measure.latency import Warmup
     from agent.measure.plan import MeasureRequest
 
@@ -191,30 +279,10 @@ def measure_request(command: Command, context: JobContext) -> Any:
         threads=args.get("threads"), options=args.get("options", {}), batch=args.get("batch", [1]),
         shapes=args.get("shape", {}), eval_limit=args.get("eval_limit"),
         time_limit_s=args.get("time_limit", settings.jobs.time_limit_s), seed=args.get("seed", 0),
-        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb), should_cancel=context.cancelled)
-    if command.cmd == "bench":
+        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb), should_cancel=should_cancel)
+    if command.cmd in ("bench", "profile"):
         request.warmup = Warmup.parse(str(args.get("warmup", 10)))
         request.iterations = args.get("iterations", request.iterations)
         request.min_seconds = args.get("min_seconds", request.min_seconds)
     return request
 
-
-def _error_of(error: Optional[Dict[str, str]]) -> AgentError:
-    error = error or {}
-    return error_from(error.get("type", ""), error.get("message", "failed"))
-
-
-def _run_cli_json(*args: str) -> Dict[str, Any]:
-    """Run `edge-agent ARGS` in a fresh interpreter and parse its JSON output."""
-    from agent.errors import WorkerError
-
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    try:
-        done = subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                              timeout=300, env=env)
-    except subprocess.TimeoutExpired:
-        raise WorkerError(f"edge-agent {' '.join(args)} did not finish in 300 s") from None
-    if done.returncode != 0:
-        raise WorkerError(f"edge-agent {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
-    return dict(json.loads(done.stdout))

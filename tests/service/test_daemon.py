@@ -303,6 +303,57 @@ def test_profile_runs_as_a_job_and_returns_the_cli_reports(agent: AgentProcess, 
     assert report["kind"] == "profile" and report["status"] == "ok" and report["profile"]
 
 
+def test_select_runs_as_a_job_and_returns_the_selection_report(tmp_path: Path, broker: Broker,
+                                                                fleet: Coordinator) -> None:
+    agent = new_agent(tmp_path, broker, env={"EDGE_AGENT_CACHE_DIR": str(tmp_path / "cache")}).start()
+    wait_status(fleet, agent.device_id)
+    replies = ask(fleet, agent.device_id, "select", {"model": "models/digits", "time_limit": 15}, timeout=240)
+    result = result_of(replies)
+    assert result.status == "done", result
+    assert "progress" in events_of(replies)
+    selection = result.report["selection"]
+    assert result.report["schema"] == "edge-agent/selection/1" and selection["choice"]["backend"] in (
+        "onnxruntime", "tflite")
+    assert {c["status"] for c in selection["candidates"]} >= {"chosen"}
+    agent.stop()
+
+
+def test_cancel_stops_a_running_select_within_a_second(tmp_path: Path, broker: Broker, fleet: Coordinator) -> None:
+    agent = new_agent(tmp_path, broker, env={"EDGE_AGENT_CACHE_DIR": str(tmp_path / "cache")}).start()
+    wait_status(fleet, agent.device_id)
+    fleet.follow(agent.device_id)
+    select = fleet.send(agent.device_id, "select", {"model": "models/digits", "time_limit": 120})
+    _wait_event(fleet, select.id, "progress", timeout=60)
+    deadline = time.monotonic() + 30
+    while not _worker_pids(agent) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _worker_pids(agent), "no measurement worker of the race is running"
+    started = time.monotonic()
+    fleet.send(agent.device_id, "cancel", {"target": select.id})
+    result = _wait_event(fleet, select.id, "result")
+    assert result.status == "cancelled" and result.code == "cancelled"
+    while _worker_pids(agent) and time.monotonic() - started < 1.0:
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 and not _worker_pids(agent), f"worker still there after {elapsed:.2f} s"
+    assert result_of(ask(fleet, agent.device_id, "ping")).status == "done"
+    agent.stop()
+
+
+def test_the_daemon_never_imports_a_runtime(agent: AgentProcess, fleet: Coordinator) -> None:
+    """Runtimes are probed in a child process and measured in workers: after an `info` and a benchmark
+    on each runtime, none of their libraries is mapped into the daemon."""
+    assert {r["name"] for r in result_of(ask(fleet, agent.device_id, "info")).report["runtimes"]
+            if r["available"]} >= {"onnxruntime", "tflite"}
+    for backend in ("onnxruntime", "tflite"):
+        result = result_of(ask(fleet, agent.device_id, "bench", dict(QUICK_BENCH, backend=backend)))
+        assert result.status == "done" and result.report["reports"][0]["backend"]["name"] == backend
+    maps = Path(f"/proc/{agent.pid}/maps").read_text()
+    assert "numpy" in maps  # the maps are the daemon's, read after its jobs
+    for runtime in ("onnxruntime", "litert", "tflite_runtime", "onnx_cpp2py"):
+        assert runtime not in maps, f"{runtime} is loaded into the daemon"
+
+
 class Mqtt311OnlyBroker:
     """A stand-in for a broker that speaks only MQTT 3.1.1 (Mosquitto 2 speaks both, so none exists
     here): it answers an MQTT 5 CONNECT with the 3.1.1 refusal "unacceptable protocol version" and

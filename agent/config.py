@@ -315,12 +315,34 @@ def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapp
     env = dict(os.environ if environ is None else environ)
     document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
     where = str(path) if path is not None else "defaults"
+    return from_document(document, env, where, None if path is None else Path(path))
+
+
+def from_document(document: Mapping[str, Any], environ: Mapping[str, str], where: str,
+                  source: Optional[Path] = None) -> Config:
+    """Every setting from a TOML-shaped document (sections of key = value) and the environment, checked."""
     for name in document:
         if name not in _SECTION_TYPES:
             raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTION_TYPES)})")
-    sections = {name: parse_section(name, document.get(name, {}), env, where) for name in _SECTION_TYPES}
-    config = Config(**sections, source=None if path is None else Path(path))
-    return _complete(config)
+    sections = {name: parse_section(name, document.get(name, {}), environ, where) for name in _SECTION_TYPES}
+    return _complete(Config(**sections, source=source))
+
+
+def to_document(config: Config) -> Dict[str, Dict[str, Any]]:
+    """The settings as a JSON-ready document that `from_document` reads back into the same `Config` (what
+    the daemon hands its job process); unset optional settings are left out."""
+    document: Dict[str, Dict[str, Any]] = {}
+    for name in _SECTION_TYPES:
+        section = getattr(config, name)
+        document[name] = {item.name: _plain(getattr(section, item.name)) for item in fields(section)
+                          if getattr(section, item.name) is not None}
+    return document
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _complete(config: Config) -> Config:

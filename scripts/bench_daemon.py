@@ -6,8 +6,8 @@
 
 Prints one row per target: start -> retained `online` (<= 2 s), idle RSS (<= 60 MB) and CPU
 (<= 1% of a core) with telemetry every 5 s, command -> `accepted` p50/p99 over sequential pings
-(p99 <= 50 ms), the RSS after bench, eval, profile and select on every bundled model (<= 40 MB: the
-runtimes live in the workers and the probe's child, never in the daemon), and 200 commands published
+(p99 <= 50 ms), the RSS after bench, eval, profile and select on every bundled model (<= 40 MB: every
+job runs in the job process and its workers, never in the daemon), and 200 commands published
 at once (10 benchmarks and 190 cheap commands, mixed): every one answered exactly once, cheap ones
 before the queued benchmarks, benchmarks in order.
 Timings depend on the machine and on what else runs on it.

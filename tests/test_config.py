@@ -130,3 +130,14 @@ def test_run_refuses_a_bad_configuration_with_one_line(tmp_path: Path) -> None:
     result = run_cli("run", "--config", str(path))
     assert result.code == 2 and result.stderr.strip().splitlines() == [
         f"edge-agent: error: {path}: mqtt.port: must be an integer in 1..65535, not 0"]
+
+
+def test_the_settings_survive_the_trip_to_the_job_process(full: Path) -> None:
+    import json
+
+    from agent.config import from_document, to_document
+
+    config = load(full, {"EDGE_AGENT_JOBS_MEMORY_LIMIT_MB": "512", "EDGE_AGENT_DEVICE_GROUPS": "a,b"})
+    again = from_document(json.loads(json.dumps(to_document(config))), {}, "the daemon", config.source)
+    assert again == config and again.jobs.memory_limit_mb == 512 and again.device.groups == ("a", "b")
+    assert from_document(to_document(load(None, {})), {}, "defaults") == load(None, {})

@@ -40,12 +40,6 @@ class BackendStatus:
         return {"name": self.name, "available": self.available, "version": self.version,
                 "reason": self.reason, "formats": list(self.formats), "details": self.details}
 
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> BackendStatus:
-        """The status `to_dict` wrote (a child process's probe)."""
-        return cls(str(data["name"]), bool(data["available"]), data.get("version"), data.get("reason"),
-                   tuple(data.get("formats") or ()), dict(data.get("details") or {}))
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -127,20 +121,10 @@ class Backend(abc.ABC):
     formats: Tuple[str, ...]
     option_defaults: Dict[str, Any] = {}
     option_choices: Dict[str, Tuple[str, ...]] = {}
-    _known: Optional[BackendStatus] = None
-
-    def status(self) -> BackendStatus:
-        """Whether the runtime can run here, with its version or the reason it cannot: the status `know`
-        was given (probed in a child process), else `_probe`'s, in this process."""
-        return self._known or self._probe()
-
-    def know(self, status: BackendStatus) -> None:
-        """Answer `status()` with `status` from now on, without importing the runtime here."""
-        self._known = status
 
     @abc.abstractmethod
-    def _probe(self) -> BackendStatus:
-        """Import the runtime and check that it can run here."""
+    def status(self) -> BackendStatus:
+        """Whether the runtime imports and can run here, with its version or the reason it cannot."""
 
     @abc.abstractmethod
     def load(self, path: Path, threads: int, options: Dict[str, Any]) -> Session:

@@ -97,7 +97,7 @@ class OnnxRuntimeBackend(Backend):
     def _providers(self) -> List[str]:
         return list(self.status().details.get("providers", []))
 
-    def _probe(self) -> BackendStatus:
+    def status(self) -> BackendStatus:
         try:
             import onnxruntime
         except Exception as exc:  # an ImportError, or a broken wheel failing at import

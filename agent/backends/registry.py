@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 from agent.backends.base import Backend, BackendStatus
 from agent.backends.onnxruntime import OnnxRuntimeBackend
@@ -25,14 +25,6 @@ def get_backend(name: str) -> Backend:
 def statuses() -> List[BackendStatus]:
     """Every backend with its version or the reason it cannot run here."""
     return [backend.status() for backend in BACKENDS.values()]
-
-
-def use_statuses(known: Sequence[BackendStatus]) -> None:
-    """Answer each backend's `status()` with its entry in `known` from now on (the daemon's probe in a
-    child process, agent.backends.probe), so that its runtime is never imported into this process."""
-    for status in known:
-        if status.name in BACKENDS:
-            BACKENDS[status.name].know(status)
 
 
 def require_available(name: str) -> Backend:

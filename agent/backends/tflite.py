@@ -75,7 +75,7 @@ class TfliteBackend(Backend):
     formats = ("tflite",)
     option_defaults: Dict[str, Any] = {"xnnpack": True}
 
-    def _probe(self) -> BackendStatus:
+    def status(self) -> BackendStatus:
         try:
             _, package, version = import_interpreter()
         except ImportError as exc:

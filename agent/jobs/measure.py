@@ -19,9 +19,9 @@ from agent.backends.registry import BACKENDS
 from agent.bundle import Bundle, open_model
 from agent.errors import AgentError, UsageError
 from agent.measure import accuracy
-from agent.measure.isolate import ProgressHandler, run_worker
+from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import Configuration, MeasureRequest, StartHandler, plan
-from agent.measure.run import build_request, measure_configuration
+from agent.measure.run import build_request, measure_configuration, run_worker
 from agent.report import Report
 
 

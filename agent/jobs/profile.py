@@ -4,9 +4,7 @@ A measured profile is an ordinary measurement (`agent.jobs.measure.run_measure`,
 time limit) whose workers also record the runtime's per-op trace; each report then gets a `profile`
 section: the static profile of the file that ran, per-layer times joined onto its layers, the
 roofline against this device's cached peaks, and, with `scaling`, the latency at 1..N threads with
-Amdahl's law fitted. A static profile (`static_only`) runs nothing: one report per model file. The
-sections are computed in a child process (agent.jobs.sections), the ceilings measured in children
-(agent.device.peaks): the graph readers and the numpy work stay out of the caller.
+Amdahl's law fitted. A static profile (`static_only`) runs nothing: one report per model file.
 """
 
 from __future__ import annotations
@@ -14,19 +12,21 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from agent.backends.registry import get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
 from agent.device.peaks import Peaks, cached_peaks
 from agent.errors import AgentError, UsageError, error_from
+from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
-from agent.jobs.sections import SectionRequest, profile_sections
 from agent.measure.isolate import ProgressHandler
 from agent.measure.messages import TraceSettings
 from agent.measure.plan import MeasureRequest, StartHandler, default_threads
+from agent.profile.measured import profile_section
 from agent.profile.scaling import scaling_section, thread_counts
+from agent.profile.static import static_profile
 from agent.report import Report
 
 PEAKS_CACHE = "peaks.json"
@@ -72,16 +72,15 @@ def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optio
     except AgentError:  # the ceilings could not be measured: the profile goes without its roofline
         peaks = None
     bundle = open_model(settings.model, verify=False)
-    wanted = []
     for report in reports:
         trace = (report.profile or {}).get("trace") if report.status == "ok" else {
             "available": False, "runtime": report.backend["name"], "reason": "the measurement failed"}
         path = (trace or {}).get("model") or report.model["path"]
-        shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}  # none: the run failed before
-        wanted.append(_wanted(bundle, path, settings, shapes, trace=trace, latency=report.latency,
-                              peaks=peaks, threads=_threads(report, settings), scaling=scaling.get(report.label)))
-    for report, section in zip(reports, profile_sections(wanted, settings)):
-        report.profile = section
+        shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
+        if not shapes:  # the run failed before the worker resolved the inputs
+            shapes = _file_shapes(bundle, path, settings.shapes)
+        report.profile = _section(path, shapes, trace, report.latency, peaks, _threads(report, settings),
+                                  scaling.get(report.label))
     return reports
 
 
@@ -94,10 +93,13 @@ def static_reports(request: MeasureRequest, device: Dict[str, Any], peaks: Optio
     if not models:
         raise UsageError(f"{bundle.name} has no model file that --backend/--precision select")
     threads = request.threads or default_threads()
-    wanted = [_wanted(bundle, str(m.path), request, {}, peaks=peaks, threads=threads) for m in models]
-    return [Report("profile", device, _model_section(bundle, model), {"name": None, "version": None,
-                   "configuration": None}, profile=section)
-            for model, section in zip(models, profile_sections(wanted, request))]
+    reports = []
+    for model in models:
+        shapes = _file_shapes(bundle, str(model.path), request.shapes)
+        section = _section(str(model.path), shapes, None, None, peaks, threads, None)
+        reports.append(Report("profile", device, _model_section(bundle, model),
+                              {"name": None, "version": None, "configuration": None}, profile=section))
+    return reports
 
 
 def sweep(request: MeasureRequest, device: Dict[str, Any], counts: Sequence[int],
@@ -114,12 +116,28 @@ def sweep(request: MeasureRequest, device: Dict[str, Any], counts: Sequence[int]
     return {label: scaling_section(list(counts), times) for label, times in by_label.items()}
 
 
-def _wanted(bundle: Bundle, path: str, request: MeasureRequest, shapes: Dict[str, List[int]],
-            peaks: Optional[Peaks], threads: int, **measured: Any) -> SectionRequest:
-    """The section to compute for `path` (computed in a child process: agent.jobs.sections)."""
-    return SectionRequest(path, shapes, {name: list(dims) for name, dims in request.shapes.items()},
-                          [t.name for t in bundle.inputs], threads, peaks=peaks.to_dict() if peaks else None,
-                          **measured)
+def _section(path: str, shapes: Mapping[str, Sequence[int]], trace: Optional[Dict[str, Any]],
+             latency: Optional[Dict[str, Any]], peaks: Optional[Peaks], threads: int,
+             scaling: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The profile section, or `{"error": ...}` naming why this file could not be profiled."""
+    try:
+        profile = static_profile(path, shapes)
+    except AgentError as exc:
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    return profile_section(profile, trace, latency, peaks, threads, scaling)
+
+
+def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+    """`--shape` values keyed by the file's own input names: a bundle's manifest may name its inputs
+    differently from the file; such names are matched by position, as the worker does."""
+    if not shapes:
+        return {}
+    try:
+        own = read_graph(path).inputs
+    except AgentError:
+        return {name: list(dims) for name, dims in shapes.items()}  # the profile will name the problem
+    aliases = dict(zip((t.name for t in bundle.inputs), own))
+    return {aliases.get(name, name): list(dims) for name, dims in shapes.items()}
 
 
 def _model_section(bundle: Bundle, model: ModelFile) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -15,14 +15,24 @@ from agent.backends.build import CalibrationSet
 from agent.bundle import Bundle
 from agent.errors import AgentError
 from agent.measure import accuracy
-from agent.measure.isolate import ProgressHandler, run_worker
+from agent.measure.isolate import ProgressHandler, run_child
 from agent.measure.latency import LoopPlan
-from agent.measure.messages import BackendRun, FeedSpec, ModelRef, OutputSpec, SampleRef, WorkerRequest
+from agent.measure.messages import BackendRun, FeedSpec, ModelRef, OutputSpec, SampleRef, WorkerRequest, WorkerResult
 from agent.measure.plan import Configuration, MeasureRequest, default_threads
 from agent.report import Report
 
 # Seeded batches for fidelity when a bundle has no evaluation samples.
 FIDELITY_BATCHES = 8
+
+
+def run_worker(request: WorkerRequest, time_limit_s: float, on_progress: Optional[ProgressHandler] = None,
+               should_cancel: Optional[Callable[[], bool]] = None) -> WorkerResult:
+    """Run `request` in a fresh `python -m agent.measure.worker` (agent.measure.isolate: its own process
+    group, killed at `time_limit_s` or when `should_cancel` says so) and return its result."""
+    limit = request.memory_limit_mb
+    return WorkerResult.from_dict(run_child("agent.measure.worker", request.to_dict(), time_limit_s, on_progress,
+                                            should_cancel, note=f" (it ran under a {limit} MB memory limit)"
+                                            if limit else ""))
 
 
 def build_request(bundle: Bundle, config: Configuration, request: MeasureRequest, output_file: Path,

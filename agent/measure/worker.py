@@ -2,44 +2,32 @@
 
 Run as `python -m agent.measure.worker`: it reads one JSON request on stdin and writes JSON lines to
 its original stdout (progress events, then one `result` or `error`); anything a native runtime prints
-is sent to stderr instead, which the parent keeps for error messages. See `isolate.py` for the parent.
+is sent to stderr instead, which the parent keeps for error messages. The pipe's both sides are
+agent/measure/isolate.py's (`run_child`, `serve`); the worker also dies with its parent.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.registry import require_available
-from agent.errors import AgentError
 from agent.measure import latency
 from agent.measure.inputs import Feeder
+from agent.measure.isolate import Channel, serve
 from agent.measure.messages import BackendRun, MemoryUse, OutputPass, OutputSpec, Timing, WorkerRequest, WorkerResult
 
 # `module:function`, called with the request after the load and before anything is timed; set only by
 # the test suite (tests/support/faults.py), in the environment the worker inherits.
 WORKER_HOOK_ENV = "EDGE_AGENT_WORKER_HOOK"
-
-
-class Channel:
-    """JSON lines to the parent, on a copy of the original stdout."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def send(self, event: str, **fields: Any) -> None:
-        fields["event"] = event
-        self.stream.write(json.dumps(fields) + "\n")
-        self.stream.flush()
 
 
 def rss_mb() -> Optional[float]:
@@ -202,24 +190,20 @@ def _output_pass(session: Any, feeder: Feeder, shapes: List[Any], spec: OutputSp
 
 
 def main() -> int:
-    """Entry point: read the request, measure, answer on the protocol channel."""
-    channel = Channel(os.fdopen(os.dup(1), "w"))
-    os.dup2(2, 1)  # native runtimes print to fd 1: keep those lines out of the protocol
-    sys.stdout = sys.stderr
-    limit: Optional[int] = None
-    try:
-        request = WorkerRequest.from_dict(json.loads(sys.stdin.read()))
-        limit = request.memory_limit_mb
-        limit_memory(limit)
-        channel.send("result", result=measure(request, channel).to_dict())
-    except MemoryError as exc:
-        channel.send("error", type="WorkerError", message=f"out of memory{f' (limit {limit} MB)' if limit else ''}: "
-                                                          f"{exc or 'an allocation failed'}")
-    except AgentError as exc:
-        channel.send("error", type=type(exc).__name__, message=str(exc))
-    except Exception as exc:  # a runtime's own exception type: reported, never a traceback on the parent
-        channel.send("error", type="WorkerError", message=f"{type(exc).__name__}: {exc}")
-    return 0
+    """Entry point: read the request, measure, answer on the protocol channel (agent.measure.isolate.serve)."""
+    limits: Dict[str, Optional[int]] = {"mb": None}
+
+    def run(payload: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
+        request = WorkerRequest.from_dict(payload)
+        limits["mb"] = request.memory_limit_mb
+        limit_memory(request.memory_limit_mb)
+        return measure(request, channel).to_dict()
+
+    def out_of_memory(exc: MemoryError) -> str:
+        limit = limits["mb"]
+        return f"out of memory{f' (limit {limit} MB)' if limit else ''}: {exc or 'an allocation failed'}"
+
+    return serve(run, out_of_memory)
 
 
 if __name__ == "__main__":

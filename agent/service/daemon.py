@@ -4,8 +4,8 @@ Threads: paho's network thread and the outbox pump (agent.mqtt.link), the quick 
 lane (agent.service.lanes), and this main loop, which takes every command in (agent.service.intake)
 and then acknowledges it to the broker, publishes telemetry, pings the systemd watchdog and handles
 signals. Start-up: open the store, report jobs a crash left running as `interrupted`, carry out
-leftover cancels, connect, start the lanes (queued jobs resume; the runtimes are probed in a child
-process meanwhile, agent.backends.probe), and send READY=1 once the broker
+leftover cancels, connect, start the lanes (queued jobs resume, each in the job process,
+agent.service.job_process), and send READY=1 once the broker
 answered (or after READY_TIMEOUT_S, so a broker outage at boot does not fail the unit; results queue
 in the store meanwhile). SIGTERM: stop taking commands, let the running job finish within
 `jobs.stop_grace_s` (else it goes back to the queue), publish `offline`, flush the outbox for a few
@@ -23,14 +23,15 @@ from typing import Any, Dict, List, Optional
 
 from agent import __version__
 from agent.config import Config, load
+from agent.device.detect import detect_device
 from agent.errors import ConfigError
 from agent.mqtt.link import Inbound, Link
 from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.protocol import Command, Limits, Status, Topics, encode
-from agent.service.deploy import remove_leftovers
 from agent.service.handlers import Handlers
 from agent.service.intake import Intake
 from agent.service.lanes import JOBS, QUICK, Lane
+from agent.service.model_store import remove_leftovers
 from agent.service.notify import Notifier
 from agent.service.readings import Readings
 from agent.service.replies import Outcome, Replies
@@ -98,7 +99,6 @@ class Daemon:
         return 0
 
     def _start(self) -> None:
-        self.handlers.prepare()  # first: a job waits for the runtimes' probe
         remove_leftovers(self.config.model_dir)
         self._forget()
         interrupted = self.store.interrupt_unfinished(self._announce_interrupted)
@@ -124,8 +124,6 @@ class Daemon:
 
     @staticmethod
     def _platform() -> Dict[str, Any]:
-        from agent.device.detect import detect_device
-
         try:
             summary = detect_device().summary
         except OSError:

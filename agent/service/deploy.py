@@ -39,19 +39,18 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Dict, Iterator, List, Tuple, Type
 
+from agent.bundle import open_model
 from agent.config import DeploySettings
 from agent.errors import DeployError, ProtocolError
 from agent.mqtt.schema import Limits, download_size, download_url
+from agent.service.model_store import WORK_PREFIX
 
-WORK_PREFIX = ".deploy-"
 _CHUNK = 1 << 16
 Check = Callable[[], None]  # raises when the job is cancelled
 
 
 def deploy(args: Dict[str, Any], model_dir: Path, settings: DeploySettings, check_cancelled: Check) -> Dict[str, Any]:
     """Carry out a validated deploy command; returns what was installed."""
-    from agent.bundle import open_model
-
     model_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=model_dir))
     try:
@@ -68,14 +67,6 @@ def deploy(args: Dict[str, Any], model_dir: Path, settings: DeploySettings, chec
         shutil.rmtree(work, ignore_errors=True)
     return {"name": args["name"], "bundle": bundle.name, "path": str(target), "sha256": digest,
             "bytes": args["bytes"], "files": files, "models": [f"{m.format}/{m.precision}" for m in bundle.models]}
-
-
-def remove_leftovers(model_dir: Path) -> None:
-    """Delete work folders of deploys that a crash interrupted."""
-    if model_dir.is_dir():
-        for entry in model_dir.iterdir():
-            if entry.name.startswith(WORK_PREFIX) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
 
 
 def unpack_cap(archive: Path, settings: DeploySettings) -> Tuple[int, str]:

@@ -16,11 +16,10 @@ from support.faults import fault_env
 
 from agent.bundle import open_model
 from agent.errors import InputSpecError, ModelFormatError, WorkerError
-from agent.measure.isolate import run_worker
 from agent.measure.latency import LoopPlan, Warmup
 from agent.measure.messages import FeedSpec, ModelRef, TraceSettings, WorkerRequest, WorkerResult
 from agent.measure.plan import MeasureRequest, plan
-from agent.measure.run import build_request
+from agent.measure.run import build_request, run_worker
 from agent.measure.worker import WORKER_HOOK_ENV
 
 
@@ -101,3 +100,51 @@ def test_errors_the_worker_reports_keep_their_type(tmp_path: Path, digits: Path)
     broken.write_bytes((digits / "model.fp32.onnx").read_bytes()[:500])
     with pytest.raises(ModelFormatError, match="ONNX Runtime cannot load broken.onnx"):
         run_worker(_request(broken), 60)
+
+
+def _children(pid: int) -> List[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("watcher", ["prctl", "thread"])
+def test_a_worker_dies_with_its_parent(digits: Path, watcher: str) -> None:
+    """The parent is SIGKILLed while its worker hangs: the kernel (PR_SET_PDEATHSIG), or the fallback
+    thread that watches the parent id, ends the worker within a second or so; nothing runs on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **fault_env("hang"))
+    if watcher == "thread":
+        env["EDGE_AGENT_NO_PDEATHSIG"] = "1"
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'tests'); "
+            "from measure.test_isolate import _request; from agent.measure.run import run_worker; "
+            f"run_worker(_request(Path({str(digits / 'model.fp32.onnx')!r})), 600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(parent.pid):
+            assert time.monotonic() < deadline and parent.poll() is None, "the worker never started"
+            time.sleep(0.05)
+        [worker] = _children(parent.pid)
+        time.sleep(2.0)  # past the load: the worker hangs in the hook
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 3
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), f"worker {worker} outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()

@@ -191,8 +191,11 @@ def test_cancel_stops_a_running_job_within_a_second(tmp_path: Path, broker: Brok
     fleet.follow(agent.device_id)
     hung = fleet.send(agent.device_id, "bench", QUICK_BENCH)
     _wait_event(fleet, hung.id, "started")
-    time.sleep(1.0)  # let the worker load the model and hang
-    assert _worker_pids(agent), "no measurement worker is running"
+    deadline = time.monotonic() + 30
+    while not _worker_pids(agent):  # the job process starts, then its worker, which loads the model and hangs
+        assert time.monotonic() < deadline, "no measurement worker is running"
+        time.sleep(0.05)
+    time.sleep(1.0)
     started = time.monotonic()
     fleet.send(agent.device_id, "cancel", {"target": hung.id})
     result = _wait_event(fleet, hung.id, "result")
@@ -205,17 +208,24 @@ def test_cancel_stops_a_running_job_within_a_second(tmp_path: Path, broker: Brok
 
 
 def _worker_pids(agent: AgentProcess) -> List[int]:
-    """The agent's measurement workers now (processes may end while they are listed)."""
-    children: List[int] = []
-    for task in Path(f"/proc/{agent.pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            children += [int(pid) for pid in (task / "children").read_text().split()]
-    workers = []
-    for pid in children:
-        with contextlib.suppress(OSError):
-            if b"agent.measure.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.append(pid)
-    return workers
+    """The agent's measurement workers now (its job process's children; processes may end while they are
+    listed)."""
+    found, pending = [], [agent.pid]
+    while pending:
+        for task in _tasks(pending.pop()):
+            with contextlib.suppress(OSError):
+                for pid in map(int, (task / "children").read_text().split()):
+                    pending.append(pid)
+                    with contextlib.suppress(OSError):
+                        if b"agent.measure.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            found.append(pid)
+    return found
+
+
+def _tasks(pid: int) -> List[Path]:
+    with contextlib.suppress(OSError):
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    return []
 
 
 def test_sigterm_requeues_the_running_job_and_goes_offline(tmp_path: Path, broker: Broker,
@@ -340,18 +350,21 @@ def test_cancel_stops_a_running_select_within_a_second(tmp_path: Path, broker: B
     agent.stop()
 
 
-def test_the_daemon_never_imports_a_runtime(agent: AgentProcess, fleet: Coordinator) -> None:
-    """Runtimes are probed in a child process and measured in workers: after an `info` and a benchmark
-    on each runtime, none of their libraries is mapped into the daemon."""
+def test_the_daemon_never_imports_numpy_or_a_runtime(agent: AgentProcess, fleet: Coordinator) -> None:
+    """Jobs run in the job process and measurements in its workers: after an `info`, a benchmark on each
+    runtime and a profile, neither numpy nor a runtime's library is mapped into the daemon itself."""
     assert {r["name"] for r in result_of(ask(fleet, agent.device_id, "info")).report["runtimes"]
             if r["available"]} >= {"onnxruntime", "tflite"}
     for backend in ("onnxruntime", "tflite"):
         result = result_of(ask(fleet, agent.device_id, "bench", dict(QUICK_BENCH, backend=backend)))
         assert result.status == "done" and result.report["reports"][0]["backend"]["name"] == backend
+    profiled = result_of(ask(fleet, agent.device_id, "profile", {"model": "models/digits", "backend": "onnxruntime",
+                                                                 "iterations": 5}))
+    assert profiled.status == "done" and profiled.report["reports"][0]["profile"]["layers"]
     maps = Path(f"/proc/{agent.pid}/maps").read_text()
-    assert "numpy" in maps  # the maps are the daemon's, read after its jobs
-    for runtime in ("onnxruntime", "litert", "tflite_runtime", "onnx_cpp2py"):
-        assert runtime not in maps, f"{runtime} is loaded into the daemon"
+    assert "_sqlite3" in maps  # the maps are the daemon's (its store), read after its jobs
+    for library in ("numpy", "onnxruntime", "litert", "tflite_runtime", "onnx_cpp2py"):
+        assert library not in maps, f"{library} is loaded into the daemon"
 
 
 class Mqtt311OnlyBroker:

@@ -30,7 +30,8 @@ from agent.config import DeploySettings
 from agent.errors import BundleError, DeployError, ProtocolError
 from agent.measure.isolate import WorkerCancelled
 from agent.mqtt.schema import Limits, download_url
-from agent.service.deploy import deploy, public_addresses, remove_leftovers, unpack, unpack_cap
+from agent.service.deploy import deploy, public_addresses, unpack, unpack_cap
+from agent.service.model_store import remove_leftovers
 
 LOCAL = DeploySettings(http_hosts=("127.0.0.1",), timeout_s=10)
 

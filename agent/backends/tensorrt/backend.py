@@ -93,7 +93,7 @@ class TensorRTBackend(Backend):
                                        "quantization": "minmax"}
     option_choices = {"int8_calibration": ("auto", "entropy", "qdq"), "quantization": METHODS}
 
-    def _probe(self) -> BackendStatus:
+    def status(self) -> BackendStatus:
         return probe()
 
     def derived_precisions(self, model: ModelFile) -> Tuple[str, ...]:

@@ -18,7 +18,9 @@ from agent.errors import AgentError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler
-from agent.report import Report, utc_now
+from agent.profile.render import count, number
+from agent.profile.static import static_profile
+from agent.report import Report, percent, utc_now
 
 COMPARE_SCHEMA = "edge-agent/compare/1"
 STATIC = ("params", "param_bytes", "macs", "flops", "mults")
@@ -26,8 +28,6 @@ STATIC = ("params", "param_bytes", "macs", "flops", "mults")
 
 def side(report: Report) -> Dict[str, Any]:
     """One configuration's figures: the static totals of the file it ran, p50, Top-1/Top-5."""
-    from agent.profile.static import static_profile
-
     build = (report.backend.get("configuration") or {}).get("build") or {}
     path = build.get("file") or report.model["path"]
     figures: Dict[str, Any] = {"label": report.label, "model": report.model.get("name"), "path": path,
@@ -126,9 +126,6 @@ def _change(reduction: Optional[float]) -> str:
 
 def render_compare(document: Dict[str, Any]) -> str:
     """One table: per pair, a baseline row, a candidate row and a change row."""
-    from agent.profile.render import count, number
-    from agent.report import percent
-
     header = ["configuration", "model", "params", "param bytes", "MACs", "FLOPs", "MULTs", "p50 ms", "top-1", "top-5"]
     cells = [header]
     for row in document["pairs"]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from agent import __version__
 from agent.cache import cache_folder, read_json, write_json
 from agent.report import utc_now
 
@@ -128,8 +129,6 @@ def store_decision(path: Path, decision: Decision) -> None:
 
 def selection_report(decision: Decision, device: Dict[str, Any], model: str) -> Dict[str, Any]:
     """`select --json`: the device, the model and the `selection` section."""
-    from agent import __version__
-
     return {"schema": SELECTION_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
             "device": device, "model": model, "selection": decision.to_dict()}
 

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
+from agent.device.detect import DeviceSection
 from agent.errors import AgentError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
@@ -84,7 +85,7 @@ def pair(baseline: Sequence[Report], candidate: Sequence[Report]) -> Tuple[List[
     return pairs, alone + free
 
 
-def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str, Any],
+def run_compare(request: MeasureRequest, candidate_model: str, device: DeviceSection,
                 on_start: Optional[StartHandler] = None,
                 on_progress: Optional[ProgressHandler] = None) -> Dict[str, Any]:
     """Measure `request.model` (the baseline) and `candidate_model` alike; the comparison document."""
@@ -97,8 +98,9 @@ def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str,
         base, other = side(base_report), side(candidate_report)
         rows.append({"backend": base_report.backend["name"], "baseline": base, "candidate": other,
                      "change": change(base, other)})
-    return {"schema": COMPARE_SCHEMA, "created": utc_now(), "agent": {"version": __version__}, "device": device,
-            "baseline": {"model": request.model}, "candidate": {"model": candidate_model}, "pairs": rows,
+    return {"schema": COMPARE_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
+            "device": device.to_dict(), "baseline": {"model": request.model}, "candidate": {"model": candidate_model},
+            "pairs": rows,
             "unpaired": [{"label": r.label, "model": r.model.get("path"), "status": r.status} for r in alone]}
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from agent import __version__
 from agent.backends.registry import gpu_device_node
+from agent.device.detect import DeviceSection
 from agent.errors import (
     AgentError,
     BackendUnavailableError,
@@ -102,7 +103,7 @@ class Handlers:
         self._probe_lock = threading.Lock()
         self._probed = False
         self._prober = threading.Thread(target=self._background_probe, name="runtime-probe", daemon=True)
-        self._device: Optional[Dict[str, Any]] = None
+        self._device: Optional[DeviceSection] = None
         self._info: Optional[Dict[str, Any]] = None
 
     def prepare(self) -> None:
@@ -125,7 +126,7 @@ class Handlers:
                 use_statuses(probe_in_child())
                 self._probed = True
 
-    def device(self) -> Dict[str, Any]:
+    def device(self) -> DeviceSection:
         """The device section of the reports (read once)."""
         from agent.device.detect import device_section
 

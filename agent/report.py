@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent import __version__
+from agent.device.detect import DeviceSection
 
 REPORT_SCHEMA = "edge-agent/report/1"
 
@@ -27,7 +28,7 @@ class Report:
     """One configuration's measurement; sections are None where they were not measured."""
 
     kind: str
-    device: Dict[str, Any]
+    device: DeviceSection
     model: Dict[str, Any]
     backend: Dict[str, Any]
     inputs: Optional[List[Dict[str, Any]]] = None
@@ -51,8 +52,8 @@ class Report:
         """The report as JSON-ready data, in the documented field order."""
         return {
             "schema": REPORT_SCHEMA, "kind": self.kind, "created": self.created, "status": self.status,
-            "error": self.error, "agent": {"version": __version__}, "device": self.device, "model": self.model,
-            "backend": self.backend, "inputs": self.inputs, "latency": self.latency,
+            "error": self.error, "agent": {"version": __version__}, "device": self.device.to_dict(),
+            "model": self.model, "backend": self.backend, "inputs": self.inputs, "latency": self.latency,
             "latency_by_batch": self.latency_by_batch, "memory": self.memory, "thermal": self.thermal,
             "accuracy": self.accuracy, "fidelity": self.fidelity, "profile": self.profile,
         }
@@ -130,7 +131,7 @@ def render_table(reports: Sequence[Report]) -> str:
         return "no configuration was measured"
     first = reports[0]
     lines = [f"{first.kind}: {first.model.get('name')} ({first.model.get('bundle') or first.model.get('path')})",
-             f"device: {first.device.get('summary', '-')}"]
+             f"device: {first.device.info.summary}"]
     ok = [r for r in reports if r.status == "ok"]
     if ok:
         rows = [[name for name, _ in _COLUMNS]] + [[cell(r) for _, cell in _COLUMNS] for r in ok]

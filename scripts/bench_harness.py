@@ -71,12 +71,13 @@ def bare_loop(model: str, backend: str, threads: int, seconds: float) -> float:
 
 def ours(model_dir: Path, backend: str, threads: int, seconds: float) -> float:
     """p50 in ms as `edge-agent bench` reports it for the bundle's FP32 model with `backend`."""
+    from agent.device.detect import device_section
     from agent.jobs.measure import run_measure
     from agent.measure.plan import MeasureRequest
 
     request = MeasureRequest(model=str(model_dir), backends=[backend], precisions=["fp32"], threads=threads,
                                   min_seconds=seconds, eval_limit=1)
-    (report,) = run_measure(request, {})
+    (report,) = run_measure(request, device_section())
     return report.latency["p50_ms"]
 
 

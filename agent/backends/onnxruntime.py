@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.backends import quantize
 from agent.backends.base import Backend, BackendStatus, Session, TensorInfo
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.quantize import METHODS
@@ -76,8 +77,6 @@ class OnnxRuntimeBackend(Backend):
 
     def prepare(self, path: Path, spec: BuildSpec, options: Dict[str, Any]) -> Optional[Prepared]:
         """Quantize (option `quantization`: the calibration method) or convert, through the cache."""
-        from agent.backends import quantize
-
         if spec.precision == "int8":
             if spec.calibration is None:
                 raise BundleError("INT8 quantization needs the bundle's calibration data (data.calibration)")

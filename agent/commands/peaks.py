@@ -22,15 +22,15 @@ def run(args: argparse.Namespace) -> int:
     from agent.jobs import profile as profile_job
 
     device = device_section()
-    cached = None if args.refresh else profile_job.device_peaks(device["fingerprint"], measure=False)
-    peaks = cached or profile_job.device_peaks(device["fingerprint"], refresh=args.refresh)
+    cached = None if args.refresh else profile_job.device_peaks(device.fingerprint, measure=False)
+    peaks = cached or profile_job.device_peaks(device.fingerprint, refresh=args.refresh)
     assert peaks is not None
     source = "cached" if cached else "measured now"
     if args.json:
         print(json.dumps(dict(peaks.to_dict(), source=source, cache=str(cache_file(profile_job.PEAKS_CACHE))),
                          indent=2))
         return 0
-    print(f"device: {device.get('summary', '-')} (fingerprint {peaks.fingerprint}), {source}")
+    print(f"device: {device.info.summary} (fingerprint {peaks.fingerprint}), {source}")
     print(f"FP32 GFLOP/s: {peaks.fp32_gflops_single:.3g} on one core, {peaks.fp32_gflops_all:.3g} on "
           f"{peaks.threads} cores (numpy matmul, {peaks.matmul_size}x{peaks.matmul_size})")
     print(f"memory GB/s: {peaks.bandwidth_gbs_single:.3g} on one core, {peaks.bandwidth_gbs_all:.3g} on "

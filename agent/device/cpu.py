@@ -7,8 +7,8 @@ The ARM tables follow the MIDR implementer/part codes of the Linux kernel's
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 ARM_IMPLEMENTERS = {"0x41": "ARM", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple", "0xc0": "Ampere"}
 
@@ -60,10 +60,6 @@ class CpuInfo:
     cores: Optional[int] = None
     clusters: List[CpuCluster] = field(default_factory=list)
     features: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 def _processor_blocks(text: str) -> Tuple[List[Dict[str, str]], Dict[str, str]]:

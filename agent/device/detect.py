@@ -1,4 +1,5 @@
-"""What board this is: `detect_device()` reads it once into a `DeviceInfo`; `device_fingerprint()` keys it.
+"""What board this is: `detect_device()` reads it once into a `DeviceInfo`; `device_fingerprint()` keys it;
+`device_section()` is both as a `DeviceSection`, the board as reports, jobs and stored decisions carry it.
 
 All reads go through a `SysfsReader`, so the same code describes the live machine (root "/") and
 the captured trees of real boards under `tests/fixtures/boards/`. Anything absent or unreadable
@@ -13,10 +14,18 @@ import json
 import platform
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from .cpu import CpuInfo, board_fields, describe_cpu, parse_cpuinfo
-from .jetson import JetsonInfo, is_jetson, read_cuda_version, read_jetson, read_packages, read_tensorrt_version
+from .cpu import CpuCluster, CpuInfo, board_fields, describe_cpu, parse_cpuinfo
+from .jetson import (
+    JetsonInfo,
+    PowerMode,
+    is_jetson,
+    read_cuda_version,
+    read_jetson,
+    read_packages,
+    read_tensorrt_version,
+)
 from .sysfs import SysfsReader
 
 KINDS = ("jetson", "raspberry-pi", "arm", "x86", "unknown")
@@ -178,7 +187,31 @@ def device_fingerprint(info: DeviceInfo) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def device_section(root: str = "/") -> Dict[str, Any]:
-    """The board as reports carry it: everything detected, plus its fingerprint."""
-    device = detect_device(SysfsReader(root))
-    return dict(device.to_dict(), fingerprint=device_fingerprint(device))
+@dataclass
+class DeviceSection:
+    """The board as reports carry it (their `device`): everything detected, plus its fingerprint."""
+
+    info: DeviceInfo
+    fingerprint: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form: `DeviceInfo.to_dict()` with `fingerprint` last (docs/device.md)."""
+        return dict(self.info.to_dict(), fingerprint=self.fingerprint)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceSection:
+        """The section back from its JSON form, with the nested CPU, Jetson and Python parts typed again."""
+        fields = {key: value for key, value in data.items() if key != "fingerprint"}
+        cpu = dict(fields["cpu"], clusters=[CpuCluster(**cluster) for cluster in fields["cpu"]["clusters"]])
+        jetson = fields["jetson"]
+        if jetson is not None:
+            power_mode = jetson["power_mode"]
+            jetson = JetsonInfo(**dict(jetson, power_mode=None if power_mode is None else PowerMode(**power_mode)))
+        info = DeviceInfo(**dict(fields, cpu=CpuInfo(**cpu), jetson=jetson, python=PythonInfo(**fields["python"])))
+        return cls(info, data["fingerprint"])
+
+
+def device_section(root: str = "/") -> DeviceSection:
+    """The board under `root` (the live machine by default) as reports carry it."""
+    info = detect_device(SysfsReader(root))
+    return DeviceSection(info, device_fingerprint(info))

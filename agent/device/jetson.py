@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional
 
 from .sysfs import SysfsReader
 
@@ -86,10 +86,6 @@ class JetsonInfo:
     gpu_count: int
     dla_count: Optional[int]
     power_mode: Optional[PowerMode]
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 def is_jetson(reader: SysfsReader, compatible: List[str]) -> bool:

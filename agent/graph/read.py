@@ -7,6 +7,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 from agent.errors import ModelFormatError, ModelNotFoundError
 from agent.graph.model import Graph
+from agent.graph.onnx import read_onnx
+from agent.graph.tflite import read_tflite
 
 SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".lite": "tflite"}
 
@@ -28,9 +30,5 @@ def read_graph(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[in
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: no such model file")
     if model_format(path) == "tflite":
-        from agent.graph.tflite import read_tflite
-
         return read_tflite(path, shapes)
-    from agent.graph.onnx import read_onnx
-
     return read_onnx(path, shapes)

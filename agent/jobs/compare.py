@@ -14,11 +14,14 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
+from agent.device.detect import DeviceSection
 from agent.errors import AgentError, error_from
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler
-from agent.report import Report, utc_now
+from agent.profile.render import count, number
+from agent.profile.static import static_profile
+from agent.report import Report, percent, utc_now
 
 COMPARE_SCHEMA = "edge-agent/compare/1"
 STATIC = ("params", "param_bytes", "macs", "flops", "mults")
@@ -26,8 +29,6 @@ STATIC = ("params", "param_bytes", "macs", "flops", "mults")
 
 def side(report: Report) -> Dict[str, Any]:
     """One configuration's figures: the static totals of the file it ran, p50, Top-1/Top-5."""
-    from agent.profile.static import static_profile
-
     build = (report.backend.get("configuration") or {}).get("build") or {}
     path = build.get("file") or report.model["path"]
     figures: Dict[str, Any] = {"label": report.label, "model": report.model.get("name"), "path": path,
@@ -84,7 +85,7 @@ def pair(baseline: Sequence[Report], candidate: Sequence[Report]) -> Tuple[List[
     return pairs, alone + free
 
 
-def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str, Any],
+def run_compare(request: MeasureRequest, candidate_model: str, device: DeviceSection,
                 on_start: Optional[StartHandler] = None,
                 on_progress: Optional[ProgressHandler] = None) -> Dict[str, Any]:
     """Measure `request.model` (the baseline) and `candidate_model` alike; the comparison document."""
@@ -97,8 +98,9 @@ def run_compare(request: MeasureRequest, candidate_model: str, device: Dict[str,
         base, other = side(base_report), side(candidate_report)
         rows.append({"backend": base_report.backend["name"], "baseline": base, "candidate": other,
                      "change": change(base, other)})
-    return {"schema": COMPARE_SCHEMA, "created": utc_now(), "agent": {"version": __version__}, "device": device,
-            "baseline": {"model": request.model}, "candidate": {"model": candidate_model}, "pairs": rows,
+    return {"schema": COMPARE_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
+            "device": device.to_dict(), "baseline": {"model": request.model}, "candidate": {"model": candidate_model},
+            "pairs": rows,
             "unpaired": [{"label": r.label, "model": r.model.get("path"), "status": r.status} for r in alone]}
 
 
@@ -126,9 +128,6 @@ def _change(reduction: Optional[float]) -> str:
 
 def render_compare(document: Dict[str, Any]) -> str:
     """One table: per pair, a baseline row, a candidate row and a change row."""
-    from agent.profile.render import count, number
-    from agent.report import percent
-
     header = ["configuration", "model", "params", "param bytes", "MACs", "FLOPs", "MULTs", "p50 ms", "top-1", "top-5"]
     cells = [header]
     for row in document["pairs"]:

@@ -21,7 +21,7 @@ def info(root: str = "/") -> Dict[str, Any]:
     live = os.path.realpath(root) == "/"
     return {
         "schema": INFO_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
-        "device": device_section(root),
+        "device": device_section(root).to_dict(),
         "runtimes": [s.to_dict() for s in runtime_statuses()] if live else None,
     }
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from agent.backends.registry import BACKENDS
 from agent.bundle import Bundle, open_model
+from agent.device.detect import DeviceSection
 from agent.errors import AgentError, UsageError
 from agent.measure import accuracy
 from agent.measure.isolate import ProgressHandler
@@ -25,7 +26,7 @@ from agent.measure.run import build_request, measure_configuration, run_worker
 from agent.report import Report
 
 
-def run_measure(request: MeasureRequest, device: Dict[str, Any], on_start: Optional[StartHandler] = None,
+def run_measure(request: MeasureRequest, device: DeviceSection, on_start: Optional[StartHandler] = None,
         on_progress: Optional[ProgressHandler] = None) -> List[Report]:
     """Measure every configuration of `request` and return one report each, failed ones included."""
     bundle = open_model(request.model)

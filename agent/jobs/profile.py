@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from agent.backends.registry import get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
+from agent.device.detect import DeviceSection
 from agent.device.peaks import Peaks, cached_peaks
 from agent.errors import AgentError, UsageError, error_from
 from agent.graph.read import read_graph
@@ -54,11 +55,11 @@ def device_peaks(fingerprint: str, refresh: bool = False, measure: bool = True) 
         return None
 
 
-def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optional[StartHandler] = None,
+def run_profile(request: ProfileRequest, device: DeviceSection, on_start: Optional[StartHandler] = None,
                 on_progress: Optional[ProgressHandler] = None) -> List[Report]:
     """Profile every configuration (or, static only, every model file); failed ones are reports too."""
     if request.static_only:
-        return static_reports(request.measure, device, device_peaks(device["fingerprint"], measure=False))
+        return static_reports(request.measure, device, device_peaks(device.fingerprint, measure=False))
     settings = request.measure
     traced = dataclasses.replace(settings, kind="profile",
                                  trace=TraceSettings(settings.iterations, settings.warmup.count))
@@ -68,7 +69,7 @@ def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optio
         counts = request.scaling_threads or thread_counts(default_threads())
         scaling = sweep(settings, device, counts, on_start, on_progress)
     try:
-        peaks = device_peaks(device["fingerprint"])
+        peaks = device_peaks(device.fingerprint)
     except AgentError:  # the ceilings could not be measured: the profile goes without its roofline
         peaks = None
     bundle = open_model(settings.model, verify=False)
@@ -84,7 +85,7 @@ def run_profile(request: ProfileRequest, device: Dict[str, Any], on_start: Optio
     return reports
 
 
-def static_reports(request: MeasureRequest, device: Dict[str, Any], peaks: Optional[Peaks]) -> List[Report]:
+def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Optional[Peaks]) -> List[Report]:
     """One report per model file of the bundle that `request` selects, with its static profile."""
     bundle = open_model(request.model)
     formats = {f for name in request.backends or [] for f in get_backend(name).formats}
@@ -102,7 +103,7 @@ def static_reports(request: MeasureRequest, device: Dict[str, Any], peaks: Optio
     return reports
 
 
-def sweep(request: MeasureRequest, device: Dict[str, Any], counts: Sequence[int],
+def sweep(request: MeasureRequest, device: DeviceSection, counts: Sequence[int],
           on_start: Optional[StartHandler] = None,
           on_progress: Optional[ProgressHandler] = None) -> Dict[str, Dict[str, Any]]:
     """Every configuration at each thread count, as `bench --threads N` measures it; one

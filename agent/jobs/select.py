@@ -11,10 +11,10 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from agent.bundle import open_model
-from agent.device.detect import device_section
+from agent.device.detect import DeviceSection, device_section
 from agent.errors import BackendUnavailableError
 from agent.measure.plan import MeasureRequest
 from agent.selection.candidates import candidates, reference_first, runtime_versions
@@ -23,14 +23,14 @@ from agent.selection.race import Race, StartHandler, objective_value
 from agent.selection.request import SelectRequest
 
 
-def select(request: SelectRequest, device: Dict[str, Any], on_start: Optional[StartHandler] = None,
+def select(request: SelectRequest, device: DeviceSection, on_start: Optional[StartHandler] = None,
            on_progress: Optional[Any] = None) -> Decision:
     """Choose the fastest admissible configuration of `request.model` on this board, or reuse the stored
     decision made with the same settings for the same device, model files and runtime versions."""
     started = time.monotonic()
     objective_value(Candidate("-", "fp32", 1), request.objective)  # an unavailable objective fails first
     bundle = open_model(request.model)
-    key = decision_key(device["fingerprint"], {m.key: m.sha256 for m in bundle.models}, runtime_versions())
+    key = decision_key(device.fingerprint, {m.key: m.sha256 for m in bundle.models}, runtime_versions())
     path = decision_path(bundle.name, key)
     stored = None if request.refresh else load_decision(path, key)
     if stored is not None and stored.settings == request.settings():
@@ -55,7 +55,7 @@ def stored_or_select(model: str, progress: Optional[Any] = None, limits: Optiona
     cancel poll of `limits`, the measurement asking for it)."""
     device = device_section()
     bundle = open_model(model)
-    key = decision_key(device["fingerprint"], {m.key: m.sha256 for m in bundle.models}, runtime_versions())
+    key = decision_key(device.fingerprint, {m.key: m.sha256 for m in bundle.models}, runtime_versions())
     stored = load_decision(decision_path(bundle.name, key), key)
     if stored is not None:
         return stored

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
 from agent.backends.build import CalibrationSet
 from agent.bundle import Bundle
+from agent.device.detect import DeviceSection
 from agent.errors import AgentError
 from agent.measure import accuracy
 from agent.measure.isolate import ProgressHandler, run_child
@@ -55,7 +56,7 @@ def build_request(bundle: Bundle, config: Configuration, request: MeasureRequest
         trace=request.trace if with_latency else None, memory_limit_mb=request.memory_limit_mb)
 
 
-def measure_configuration(bundle: Bundle, config: Configuration, request: MeasureRequest, device: Dict[str, Any],
+def measure_configuration(bundle: Bundle, config: Configuration, request: MeasureRequest, device: DeviceSection,
                           output_file: Path, on_progress: Optional[ProgressHandler] = None,
                           with_outputs: bool = True) -> Tuple[Report, Optional[np.ndarray]]:
     """Measure one configuration in a worker: its report, and its first output's rows (for fidelity)."""

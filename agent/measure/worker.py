@@ -20,10 +20,13 @@ import numpy as np
 
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.registry import require_available
+from agent.device.sysfs import SysfsReader
+from agent.device.telemetry import read_thermal, throttle_report
 from agent.measure import latency
 from agent.measure.inputs import Feeder
 from agent.measure.isolate import Channel, serve
 from agent.measure.messages import BackendRun, MemoryUse, OutputPass, OutputSpec, Timing, WorkerRequest, WorkerResult
+from agent.measure.trace import trace_runs
 
 # `module:function`, called with the request after the load and before anything is timed; set only by
 # the test suite (tests/support/faults.py), in the environment the worker inherits.
@@ -47,9 +50,6 @@ def peak_rss_mb() -> float:
 
 def thermal_snapshot() -> Any:
     """Temperatures, clocks and throttle flags now, through the board reader."""
-    from agent.device.sysfs import SysfsReader
-    from agent.device.telemetry import read_thermal
-
     return read_thermal(SysfsReader("/"))
 
 
@@ -106,14 +106,12 @@ def measure(request: WorkerRequest, channel: Channel) -> WorkerResult:
                        peak_rss_mb())
     trace = None
     if request.trace is not None:  # `edge-agent profile`: the runtime's per-op timer, on a second session
-        from agent.measure.trace import trace_runs
         channel.send("progress", phase="trace")
         trace = trace_runs(backend, model_path, request.threads, request.options, shapes, feeder.batch(shapes),
                            request.trace)
     output_pass = None
     if request.outputs is not None:
         output_pass = _output_pass(session, feeder, shapes, request.outputs, channel)
-    from agent.device.telemetry import throttle_report
     thermal = throttle_report(thermal_before, thermal_snapshot())
     session.close()
     return WorkerResult(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from agent.errors import UsageError
+from agent.profile.render import ordered_layers, short
 
 BAR_LAYERS = 30
 
@@ -63,8 +64,6 @@ def roofline_chart(pyplot: Any, section: Dict[str, Any], title: str, path: Path)
 
 def time_and_macs_chart(pyplot: Any, section: Dict[str, Any], title: str, path: Path) -> Path:
     """Bars per layer (the costliest, in execution order): measured ms, and MACs beside them."""
-    from agent.profile.render import ordered_layers, short
-
     chosen = {r["name"] for r in ordered_layers(section, BAR_LAYERS)}
     rows: List[Dict[str, Any]] = [r for r in section["layers"] if r["name"] in chosen]
     figure, (time_axes, macs_axes) = pyplot.subplots(1, 2, figsize=(12, max(4, 0.28 * len(rows) + 1.5)),

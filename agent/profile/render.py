@@ -84,7 +84,7 @@ def summary(report: Report) -> List[str]:
     backend = report.backend.get("name")
     config = f"{backend} {report.backend.get('version') or ''}".strip() if backend else "static profile (not run)"
     lines = [f"profile: {report.model.get('name')} {report.model.get('precision')} ({report.model.get('format')}), "
-             f"{config}", f"device: {report.device.get('summary', '-')}"]
+             f"{config}", f"device: {report.device.info.summary}"]
     if report.status != "ok" and report.error:
         lines.append(f"measurement FAILED: {report.error['message']}")
     if "error" in section:

@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from agent import __version__
 from agent.cache import cache_folder, read_json, write_json
+from agent.device.detect import DeviceSection
 from agent.report import utc_now
 
 SELECTION_SCHEMA = "edge-agent/selection/1"
@@ -126,12 +128,10 @@ def store_decision(path: Path, decision: Decision) -> None:
     write_json(path, dict(decision.to_dict(), schema=SELECTION_SCHEMA))
 
 
-def selection_report(decision: Decision, device: Dict[str, Any], model: str) -> Dict[str, Any]:
+def selection_report(decision: Decision, device: DeviceSection, model: str) -> Dict[str, Any]:
     """`select --json`: the device, the model and the `selection` section."""
-    from agent import __version__
-
     return {"schema": SELECTION_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
-            "device": device, "model": model, "selection": decision.to_dict()}
+            "device": device.to_dict(), "model": model, "selection": decision.to_dict()}
 
 
 def _cell(value: Optional[float], percent: bool = False) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.bundle import Bundle
+from agent.device.detect import DeviceSection
 from agent.errors import UsageError
 from agent.measure import accuracy
 from agent.measure.latency import Warmup
@@ -83,7 +84,7 @@ def rejection(report: Any) -> str:
 class Race:
     """One selection run: screening, successive halving, the final measurement, under one deadline."""
 
-    def __init__(self, bundle: Bundle, request: SelectRequest, device: Dict[str, Any], workdir: Path,
+    def __init__(self, bundle: Bundle, request: SelectRequest, device: DeviceSection, workdir: Path,
                  on_start: Optional[StartHandler], on_progress: Optional[Any]) -> None:
         self.bundle, self.request, self.device, self.workdir = bundle, request, device, workdir
         self.on_start, self.on_progress = on_start, on_progress

@@ -35,6 +35,7 @@ from agent.backends.tensorrt.support import (
 )
 from agent.bundle import open_model, sha256_file
 from agent.cache import write_json
+from agent.device.detect import device_section
 from agent.errors import InputSpecError, ModelFormatError
 from agent.report import Report
 from agent.selection.race import rejection
@@ -144,7 +145,7 @@ def test_parser_rejection_becomes_the_candidates_reason() -> None:
     assert message == ("TensorRT cannot parse detector.onnx: node 41 (nms/NonMaxSuppression, op NonMaxSuppression): "
                        "UNSUPPORTED_NODE: No importer registered for op: NonMaxSuppression")
     error = ModelFormatError(message)
-    failed = Report("bench", {}, {"precision": "fp16"}, {"name": "tensorrt"}, status="failed",
+    failed = Report("bench", device_section(), {"precision": "fp16"}, {"name": "tensorrt"}, status="failed",
                     error={"type": type(error).__name__, "message": str(error)})
     assert rejection(failed) == "failed: " + message
     older = parser_message("m.onnx", [ParserIssue("INVALID_NODE", "Assertion failed: axis >= 0\n", 3)])

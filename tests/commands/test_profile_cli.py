@@ -29,7 +29,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     from agent.device.detect import device_section
 
     folder = tmp_path_factory.mktemp("cache")
-    fingerprint = device_section()["fingerprint"]
+    fingerprint = device_section().fingerprint
     peaks = Peaks(fingerprint, 20.0, 60.0, 8.0, 15.0, 4, 1024, 1 << 27, 5)
     (folder / "peaks.json").write_text(json.dumps({fingerprint: peaks.to_dict()}))
     return {"EDGE_AGENT_CACHE_DIR": str(folder)}

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from agent.backends import quantize
 from agent.backends.base import Backend, BackendStatus, Session
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.quantize import METHODS
+from agent.backends.tensorrt.engine import Runtime, build, has_qdq, make_logger, network_inputs, parse_onnx
 from agent.backends.tensorrt.session import TensorRTSession
 from agent.backends.tensorrt.support import (
     EngineRecipe,
@@ -31,6 +33,8 @@ from agent.backends.tensorrt.support import (
 )
 from agent.bundle import ModelFile, sha256_file
 from agent.cache import cache_folder, read_json, write_atomically, write_json
+from agent.device.jetson import count_dla
+from agent.device.sysfs import SysfsReader
 from agent.errors import BackendUnavailableError, BundleError, ModelFormatError, UsageError
 
 
@@ -72,15 +76,10 @@ def _runtime() -> Any:
     import pycuda.driver as cuda
     import tensorrt as trt
 
-    from agent.backends.tensorrt.engine import Runtime, make_logger
-
     return Runtime(trt, cuda, TrtApi(parse_version(trt.__version__)), make_logger(trt))
 
 
 def _dla_cores() -> int:
-    from agent.device.jetson import count_dla
-    from agent.device.sysfs import SysfsReader
-
     return count_dla(SysfsReader("/")) or 0
 
 
@@ -115,8 +114,6 @@ class TensorRTBackend(Backend):
     def prepare(self, path: Path, spec: BuildSpec, options: Dict[str, Any]) -> Optional[Prepared]:
         """Build the engine for `spec`, or find it in the cache; a model the parser rejects is a
         `ModelFormatError` carrying the parser's message."""
-        from agent.backends.tensorrt.engine import has_qdq, network_inputs, parse_onnx
-
         rt = _runtime()
         source, int8_mode, details, warnings = _source(rt, path, spec, options)
         parsed = parse_onnx(rt.trt, rt.api, rt.logger, source)
@@ -171,8 +168,6 @@ def _source(rt: Any, path: Path, spec: BuildSpec,
             options: Dict[str, Any]) -> Tuple[Path, Optional[str], Dict[str, Any], List[str]]:
     """The ONNX file TensorRT parses for `spec` (the bundle's, or its Q/DQ or FP16 twin), the INT8 mode,
     and what making the twin reported."""
-    from agent.backends import quantize
-
     if spec.precision == "int8":
         if spec.calibration is None:
             raise BundleError("INT8 needs the bundle's calibration data (data.calibration)")
@@ -194,8 +189,6 @@ def _source(rt: Any, path: Path, spec: BuildSpec,
 
 def _build(rt: Any, parsed: Any, recipe: EngineRecipe, spec: BuildSpec, key: Dict[str, Any], folder: Path) -> None:
     """Build the engine and store it with its metadata (key, TensorRT version, sha256, build time)."""
-    from agent.backends.tensorrt.engine import build
-
     version = rt.trt.__version__
     engine_path, meta_path = engine_paths(folder, key)
     calibration_cache = (folder / f"{key['model_sha256'][:12]}-{recipe.calibration_sha256}-trt{version}.calib"

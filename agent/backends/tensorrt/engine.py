@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.backends.build import CalibrationSet, batch_ranges
-from agent.backends.tensorrt.support import EngineRecipe, ParserIssue, Profile, TrtApi, parser_message
+from agent.backends.tensorrt.support import EngineRecipe, ParserIssue, Profile, TrtApi, log_level, parser_message
 from agent.cache import write_atomically
 from agent.errors import BundleError, ModelFormatError
 
@@ -28,8 +28,6 @@ _log = logging.getLogger("edge-agent.tensorrt")
 
 def make_logger(trt: Any) -> Any:
     """A `trt.ILogger` that routes TensorRT's messages to Python logging and keeps the last errors."""
-    from agent.backends.tensorrt.support import log_level
-
     class RoutedLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.bundle import sha256_file
 from agent.cache import read_json
 from agent.errors import InputSpecError
 
@@ -120,8 +121,6 @@ def cached_engine(folder: Path, key: Dict[str, Any], tensorrt_version: str) -> T
 
     An engine built by another TensorRT version is never deserialized (it would fail in verifyHeader,
     or worse): the metadata written next to it says which version built it."""
-    from agent.bundle import sha256_file
-
     engine, meta_path = engine_paths(folder, key)
     meta = read_json(meta_path)
     if not engine.is_file() or meta is None:

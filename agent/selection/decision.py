@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from agent import __version__
 from agent.cache import cache_folder, read_json, write_json
 from agent.device.detect import DeviceSection
-from agent.report import utc_now
+from agent.report import percent, utc_now
 
 SELECTION_SCHEMA = "edge-agent/selection/1"
 STATUSES = ("chosen", "rejected", "lost")
@@ -134,10 +134,10 @@ def selection_report(decision: Decision, device: DeviceSection, model: str) -> D
             "device": device.to_dict(), "model": model, "selection": decision.to_dict()}
 
 
-def _cell(value: Optional[float], percent: bool = False) -> str:
+def _cell(value: Optional[float], as_percent: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.1f}%" if percent else f"{value:.4g}"
+    return percent(value) if as_percent else f"{value:.4g}"
 
 
 def render(decision: Decision, model: str) -> str:

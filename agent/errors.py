@@ -12,8 +12,11 @@ problem apart, never a traceback, and a failed job names the same problem over M
     ├── ModelFormatError          4  bad_model            a file that is not a model, or a truncated/corrupt one
     ├── BundleError               5  bad_bundle           a manifest with a missing field, a wrong hash, a missing file
     ├── BackendUnavailableError   6  backend_unavailable  a backend that is not installed or cannot run on this board
+    │   └── RuntimeUnavailableError 6  runtime_unavailable  a runtime installed but failing to load (the loader's words)
     ├── InputSpecError            7  bad_input            an input name, shape or dtype that does not fit the model
-    ├── WorkerError               8  worker_failed        a measurement worker that crashed, hung or failed
+    ├── WorkerError               8  worker_failed        a worker or job process that hung, exited without a result
+    │   ├── WorkerCrashedError    8  worker_crashed       one killed by a signal we did not send (segfault, abort)
+    │   └── MemoryLimitError      8  memory_limit         an allocation over the memory limit (the limit, the size)
     ├── ProfileError              9  profile_failed       a model graph that cannot be read for profiling
     ├── ConfigError               2  failed               a setting in agent.toml or EDGE_AGENT_* missing or wrong
     ├── ProtocolError             1  (own)                a command that breaks protocol v1: each names its code
@@ -71,6 +74,13 @@ class BackendUnavailableError(AgentError):
     code = "backend_unavailable"
 
 
+class RuntimeUnavailableError(BackendUnavailableError):
+    """A runtime that is installed but failed to load here (a missing library, a memory limit too small to
+    map it); the message is the loader's."""
+
+    code = "runtime_unavailable"
+
+
 class InputSpecError(AgentError):
     """An input name, shape or dtype that does not match the model's inputs."""
 
@@ -83,6 +93,19 @@ class WorkerError(AgentError):
 
     exit_code = 8
     code = "worker_failed"
+
+
+class WorkerCrashedError(WorkerError):
+    """A worker killed by a signal nobody here sent it: a segfault or abort in a runtime, the kernel's OOM killer."""
+
+    code = "worker_crashed"
+
+
+class MemoryLimitError(WorkerError):
+    """An allocation the job's memory limit refused; the message names the limit and, where the runtime
+    said it, the size asked for."""
+
+    code = "memory_limit"
 
 
 class ProfileError(AgentError):

@@ -9,7 +9,9 @@ Prints one row per target: start -> retained `online` (<= 2 s), idle RSS (<= 60 
 (p99 <= 50 ms), the RSS after bench, eval, profile and select on every bundled model (<= 40 MB: every
 job runs in the job process and its workers, never in the daemon), and 200 commands published
 at once (10 benchmarks and 190 cheap commands, mixed): every one answered exactly once, cheap ones
-before the queued benchmarks, benchmarks in order.
+before the queued benchmarks, benchmarks in order; then 10,000 commands the intake rejects: every one
+answered, the RSS within 10 % of what it was before the flood, and the store's size after it (rejected
+ids are capped: `jobs.max_rejected_ids`).
 Timings depend on the machine and on what else runs on it.
 """
 
@@ -38,7 +40,7 @@ from support.broker import Broker  # noqa: E402
 from agent.mqtt.protocol import Command, Event, Result, decode_message, encode_command  # noqa: E402
 
 TARGETS = {"start_to_online_s": 2.0, "idle_rss_mb": 60.0, "idle_cpu_percent": 1.0, "accepted_p99_ms": 50.0,
-           "rss_after_jobs_mb": 40.0}
+           "rss_after_jobs_mb": 40.0, "flood_rss_ratio": 1.10}
 CHEAP = ("ping", "models", "info")
 TELEMETRY_S = 5.0  # half the default interval
 BROKER_CONFIG = "set_tcp_nodelay true"  # as deploy/mosquitto/mosquitto.conf: no Nagle delay on small packets
@@ -148,6 +150,29 @@ def burst(fleet: Any, device: str, heavy: int = 10, total: int = 200) -> Dict[st
     }
 
 
+def flood(fleet: Any, agent: AgentProcess, count: int) -> Dict[str, float]:
+    """Publish `count` commands the intake rejects (each with a new id, so each is remembered), wait for
+    every `rejected`, and read the daemon's RSS and its store's size."""
+    fleet.follow(agent.device_id)
+    start, seen = time.monotonic(), set()
+    for index in range(count):
+        command = Command(f"flood-{index:05d}", "ping", {"force": True})  # unknown_argument
+        fleet.client.publish(f"edge/{agent.device_id}/cmd", encode_command(command), qos=1)
+    while len(seen) < count and time.monotonic() - start < 600:
+        try:
+            _, payload, _ = fleet.received.get(timeout=5)
+        except Exception:
+            continue
+        message = decode_message(payload)
+        if isinstance(message, Event) and message.event == "rejected" and message.command_id:
+            seen.add(message.command_id)
+    time.sleep(1.0)
+    database = Path(agent.workdir / "state" / "agent.db")
+    store_mb = sum(path.stat().st_size for path in database.parent.glob("agent.db*")) / 1e6
+    return {"rejected": len(seen), "seconds": time.monotonic() - start, "rss_mb": agent.rss_kb() / 1024,
+            "store_mb": store_mb}
+
+
 def soak(count: int) -> int:
     """The fault loops of tests/service/test_daemon_faults.py, `count` runs each."""
     env = dict(os.environ, EDGE_AGENT_SLOW_COUNT=str(count))
@@ -159,6 +184,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument("--flood", type=int, default=10_000, help="rejected commands in the flood (default 10,000)")
     parser.add_argument("--soak", type=int, metavar="N", help="run the fault loops N times each instead")
     args = parser.parse_args()
     if args.soak:
@@ -172,12 +198,15 @@ def main() -> int:
         jobs_rss_mb, failures = after_jobs(fleet, agent)
         loaded = burst(fleet, agent.device_id)
         rss_after_mb = agent.rss_kb() / 1024
+        flooded = flood(fleet, agent, args.flood)
         agent.stop()
     rows = [("start -> online (s)", online_s, TARGETS["start_to_online_s"]),
             ("idle RSS (MB)", rss_mb, TARGETS["idle_rss_mb"]),
             ("idle CPU (% of a core)", cpu, TARGETS["idle_cpu_percent"]),
             ("command -> accepted p99 (ms)", p99, TARGETS["accepted_p99_ms"]),
-            ("RSS after jobs (MB)", jobs_rss_mb, TARGETS["rss_after_jobs_mb"])]
+            ("RSS after jobs (MB)", jobs_rss_mb, TARGETS["rss_after_jobs_mb"]),
+            (f"RSS after {args.flood} rejected (x before)", flooded["rss_mb"] / rss_after_mb,
+             TARGETS["flood_rss_ratio"])]
     print(f"{'target':<32}{'measured':>12}{'limit':>10}{'ratio':>8}  ok")
     for name, value, limit in rows:
         print(f"{name:<32}{value:>12.3f}{limit:>10.3f}{value / limit:>8.2f}  {'yes' if value <= limit else 'NO'}")
@@ -187,8 +216,11 @@ def main() -> int:
           f"benchmarks: {loaded['cheap_before_queued_benchmarks']}, benchmarks in order: "
           f"{loaded['benchmarks_in_order']}")
     print(f"RSS: idle {rss_mb:.1f} MB, after {len(JOBS)} job kinds on {', '.join(MODELS)} {jobs_rss_mb:.1f} MB, "
-          f"after the burst {rss_after_mb:.1f} MB" + (f"; jobs not done: {'; '.join(failures)}" if failures else ""))
-    ok = all(value <= limit for _, value, limit in rows) and not failures and \
+          f"after the burst {rss_after_mb:.1f} MB, after the flood {flooded['rss_mb']:.1f} MB"
+          + (f"; jobs not done: {'; '.join(failures)}" if failures else ""))
+    print(f"flood: {flooded['rejected']:.0f}/{args.flood} rejected in {flooded['seconds']:.1f} s; the store after it: "
+          f"{flooded['store_mb']:.2f} MB")
+    ok = all(value <= limit for _, value, limit in rows) and not failures and flooded["rejected"] == args.flood and \
         loaded["answered"] == loaded["sent"] and all(
         loaded[key] for key in ("all_done", "copies_identical", "cheap_before_queued_benchmarks",
                                 "benchmarks_in_order"))

@@ -33,7 +33,7 @@ INTERNAL = {
     ("agent/measure/isolate.py", "WorkerCancelled"),
 }
 
-_ROW = re.compile(r"^\s*(?:[├└]── )?(?P<name>[A-Z]\w*)\s+(?P<exit>\d+)\s+(?P<code>\S+)\s", re.MULTILINE)
+_ROW = re.compile(r"^\s*(?:[│ ]*[├└]── )?(?P<name>[A-Z]\w*)\s+(?P<exit>\d+)\s+(?P<code>\S+)\s", re.MULTILINE)
 
 
 def agent_errors() -> List[Type[AgentError]]:

@@ -41,6 +41,17 @@ class BackendStatus:
                 "reason": self.reason, "formats": list(self.formats), "details": self.details}
 
 
+def import_failure(name: str, package: str, exc: BaseException, formats: Tuple[str, ...]) -> BackendStatus:
+    """The status of a runtime whose import raised `exc`: not installed (no such module), or installed but
+    failed to load, in the loader's words (a missing library; an address-space limit too small to map it),
+    marked `details["failed_to_load"]`. `exc` may join several packages' failures with "; "."""
+    parts = [part.strip() for part in str(exc).split("; ") if part.strip()] or [type(exc).__name__]
+    if isinstance(exc, ModuleNotFoundError) or all("No module named" in part for part in parts):
+        return BackendStatus(name, False, reason=f"{package} not installed ({'; '.join(parts)})", formats=formats)
+    return BackendStatus(name, False, reason=f"{package} failed to load: {'; '.join(parts)}", formats=formats,
+                         details={"failed_to_load": True})
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """A model input or output as the runtime sees it; `quantization` is (scale, zero_point) for int tensors."""

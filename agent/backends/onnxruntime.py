@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.backends import quantize
-from agent.backends.base import Backend, BackendStatus, Session, TensorInfo
+from agent.backends.base import Backend, BackendStatus, Session, TensorInfo, import_failure
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.quantize import METHODS
 from agent.bundle import ModelFile
@@ -100,8 +100,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime
         except Exception as exc:  # an ImportError, or a broken wheel failing at import
-            return BackendStatus(self.name, False, reason=f"onnxruntime not installed ({exc})",
-                                 formats=self.formats)
+            return import_failure(self.name, "onnxruntime", exc, self.formats)
         providers = list(onnxruntime.get_available_providers())
         return BackendStatus(self.name, True, version=onnxruntime.__version__, formats=self.formats,
                              details={"providers": providers, "device": onnxruntime.get_device()})

@@ -9,7 +9,7 @@ from agent.backends.base import Backend, BackendStatus
 from agent.backends.onnxruntime import OnnxRuntimeBackend
 from agent.backends.tensorrt.backend import TensorRTBackend
 from agent.backends.tflite import TfliteBackend
-from agent.errors import BackendUnavailableError, UsageError
+from agent.errors import BackendUnavailableError, RuntimeUnavailableError, UsageError
 
 BACKENDS: Dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), TfliteBackend(), TensorRTBackend())}
 
@@ -31,6 +31,8 @@ def require_available(name: str) -> Backend:
     """The backend called `name` if it can run here, else `BackendUnavailableError` with the reason."""
     backend = get_backend(name)
     status = backend.status()
+    if status.details.get("failed_to_load"):
+        raise RuntimeUnavailableError(f"backend {name} is unavailable: {status.reason}")
     if not status.available:
         raise BackendUnavailableError(f"backend {name} is unavailable: {status.reason}")
     return backend

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.backends.base import Backend, BackendStatus, Session, TensorInfo
+from agent.backends.base import Backend, BackendStatus, Session, TensorInfo, import_failure
 from agent.errors import ModelFormatError
 
 _RUNTIMES = (("ai_edge_litert", "ai_edge_litert.interpreter"), ("tflite_runtime", "tflite_runtime.interpreter"))
@@ -79,7 +79,7 @@ class TfliteBackend(Backend):
         try:
             _, package, version = import_interpreter()
         except ImportError as exc:
-            return BackendStatus(self.name, False, reason=f"no TFLite runtime imports ({exc})", formats=self.formats)
+            return import_failure(self.name, "a TFLite runtime (ai-edge-litert or tflite-runtime)", exc, self.formats)
         return BackendStatus(self.name, True, version=version, formats=self.formats, details={"package": package})
 
     def load(self, path: Path, threads: int, options: Dict[str, Any]) -> Session:

@@ -187,3 +187,16 @@ def throttle_report(before: ThermalSnapshot, after: ThermalSnapshot) -> Dict[str
         "throttled": bool(reasons),
         "throttle_reasons": reasons,
     }
+
+
+def read_memory_mb(reader: SysfsReader) -> Dict[str, Optional[float]]:
+    """The board's memory in MB from /proc/meminfo: `total`, and `available` (what can be had without
+    swapping: free, reclaimable cache and buffers); None where the tree has no such line."""
+    values: Dict[str, int] = {}
+    for line in (reader.read_text("/proc/meminfo") or "").splitlines():
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB") and rest.split()[0].isdigit():
+            values[key] = int(rest.split()[0])
+    total, available = values.get("MemTotal"), values.get("MemAvailable")
+    return {"total": None if total is None else round(total / 1024, 1),
+            "available": None if available is None else round(available / 1024, 1)}

@@ -70,10 +70,12 @@ def run_child(module: str, request: Dict[str, Any], time_limit_s: float, on_prog
             process.stdout.close()
         final = events[-1] if events and events[-1]["event"] in ("result", "error") else None
         if final is None:
+            crashed = not timed_out and process.returncode is not None and process.returncode < 0
             cause = (f"{what} timed out after {time_limit_s:g} s and was killed" if timed_out
                      else _death_cause(what, process.returncode))
             tail = _tail(stderr)
-            raise errors.WorkerError(cause + note + (f"; its last output:\n{tail}" if tail else ""))
+            kind = errors.WorkerCrashedError if crashed else errors.WorkerError
+            raise kind(cause + note + (f"; its last output:\n{tail}" if tail else ""))
         if final["event"] == "error":
             raise errors.error_from(final["type"], final["message"])
         return dict(final["result"])
@@ -92,8 +94,7 @@ class Channel:
         self.stream.flush()
 
 
-def serve(run: Callable[[Dict[str, Any], Channel], Dict[str, Any]],
-          describe_memory_error: Callable[[MemoryError], str] = str) -> int:
+def serve(run: Callable[[Dict[str, Any], Channel], Dict[str, Any]]) -> int:
     """The child's main: read the request, `run` it, answer with its result or the error it raised (an
     `AgentError` as itself; anything else, a runtime's own exception, as a `WorkerError` line)."""
     die_with_parent()
@@ -102,8 +103,6 @@ def serve(run: Callable[[Dict[str, Any], Channel], Dict[str, Any]],
     sys.stdout = sys.stderr
     try:
         channel.send("result", result=run(json.loads(sys.stdin.read()), channel))
-    except MemoryError as exc:
-        channel.send("error", type="WorkerError", message=describe_memory_error(exc))
     except errors.AgentError as exc:
         channel.send("error", type=type(exc).__name__, message=str(exc))
     except Exception as exc:  # a runtime's own exception type: reported, never a traceback on the parent

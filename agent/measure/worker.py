@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import resource
 import sys
 import time
@@ -22,12 +23,16 @@ from agent.backends.build import BuildSpec, Prepared
 from agent.backends.registry import require_available
 from agent.device.sysfs import SysfsReader
 from agent.device.telemetry import read_thermal, throttle_report
+from agent.errors import AgentError, MemoryLimitError
 from agent.measure import latency
 from agent.measure.inputs import Feeder
 from agent.measure.isolate import Channel, serve
 from agent.measure.messages import BackendRun, MemoryUse, OutputPass, OutputSpec, Timing, WorkerRequest, WorkerResult
 from agent.measure.trace import trace_runs
 
+# How runtimes word a failed allocation (ONNX Runtime's arena, numpy, C++, the C library).
+_ALLOCATION_FAILED = re.compile(r"Failed to allocate memory for requested buffer of size \d+|Unable to allocate [^\n]*|"
+                               r"std::bad_alloc|Cannot allocate memory")
 # `module:function`, called with the request after the load and before anything is timed; set only by
 # the test suite (tests/support/faults.py), in the environment the worker inherits.
 WORKER_HOOK_ENV = "EDGE_AGENT_WORKER_HOOK"
@@ -189,19 +194,29 @@ def _output_pass(session: Any, feeder: Feeder, shapes: List[Any], spec: OutputSp
 
 def main() -> int:
     """Entry point: read the request, measure, answer on the protocol channel (agent.measure.isolate.serve)."""
-    limits: Dict[str, Optional[int]] = {"mb": None}
+    return serve(_run)
 
-    def run(payload: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
-        request = WorkerRequest.from_dict(payload)
-        limits["mb"] = request.memory_limit_mb
-        limit_memory(request.memory_limit_mb)
+
+def _run(payload: Dict[str, Any], channel: Channel) -> Dict[str, Any]:
+    """Measure under the request's memory limit; an allocation that fails becomes a `MemoryLimitError` naming
+    the limit and, in the runtime's words, the size asked for."""
+    request = WorkerRequest.from_dict(payload)
+    limit_memory(request.memory_limit_mb)
+    try:
         return measure(request, channel).to_dict()
+    except AgentError:
+        raise
+    except MemoryError as exc:
+        raise MemoryLimitError(_out_of_memory(request.memory_limit_mb, str(exc) or "an allocation failed")) from None
+    except Exception as exc:  # a runtime's own error: an allocation failure is told apart by its words
+        words = _ALLOCATION_FAILED.search(str(exc))
+        if words is None:
+            raise
+        raise MemoryLimitError(_out_of_memory(request.memory_limit_mb, words.group(0))) from None
 
-    def out_of_memory(exc: MemoryError) -> str:
-        limit = limits["mb"]
-        return f"out of memory{f' (limit {limit} MB)' if limit else ''}: {exc or 'an allocation failed'}"
 
-    return serve(run, out_of_memory)
+def _out_of_memory(limit: Optional[int], what: str) -> str:
+    return f"out of memory{f' (limit {limit} MB)' if limit else ''}: {what}"
 
 
 if __name__ == "__main__":

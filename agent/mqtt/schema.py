@@ -253,12 +253,12 @@ _EVAL_ARGS = {
     "model": _MODEL, "backend": _BACKENDS, "precision": _PRECISIONS, "threads": Arg(integer(1, 256)),
     "options": Arg(backend_options), "shape": Arg(shape), "batch": Arg(one_or_more(integer(1, 4096), 16)),
     "eval_limit": Arg(integer(1, 10_000_000)), "time_limit": Arg(number(1, 86_400)),
-    "seed": Arg(integer(0, 2 ** 32 - 1)),
+    "seed": Arg(integer(0, 2 ** 32 - 1)), "memory_limit_mb": Arg(integer(64, 1 << 20)),
 }
 _BENCH_ARGS = {**_EVAL_ARGS, "warmup": Arg(warmup), "iterations": Arg(integer(1, 10_000_000)),
                "min_seconds": Arg(number(0, 3600))}
 _PROFILE_ARGS = {key: _BENCH_ARGS[key] for key in ("model", "backend", "precision", "threads", "options",
-                                                   "shape", "batch", "iterations", "time_limit")}
+                                                   "shape", "batch", "iterations", "time_limit", "memory_limit_mb")}
 
 COMMANDS: Dict[str, CommandSpec] = {
     "cancel": CommandSpec(0, {"target": Arg(check_command_id, required=True)}),
@@ -273,5 +273,6 @@ COMMANDS: Dict[str, CommandSpec] = {
     "profile": CommandSpec(10, {**_PROFILE_ARGS, "top": Arg(integer(1, 100_000))}),
     "select": CommandSpec(10, {"model": _MODEL, "budget": Arg(number(0, 100)),
                                "time_limit": Arg(number(1, 86_400)),
-                               "objective": Arg(choice("p50", "p99", "throughput", "energy"))}),
+                               "objective": Arg(choice("p50", "p99", "throughput", "energy")),
+                               "memory_limit_mb": _EVAL_ARGS["memory_limit_mb"]}),
 }

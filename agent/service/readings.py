@@ -14,7 +14,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from agent.device.sysfs import SysfsReader
-from agent.device.telemetry import ThermalProbe, ThermalSnapshot, throttle_report
+from agent.device.telemetry import ThermalProbe, ThermalSnapshot, read_memory_mb, throttle_report
 
 _HWMON = "/sys/class/hwmon/hwmon[0-9]*"
 
@@ -55,14 +55,7 @@ class Readings:
             return None
 
     def _memory(self) -> Dict[str, Optional[float]]:
-        values: Dict[str, int] = {}
-        for line in (self.reader.read_text("/proc/meminfo") or "").splitlines():
-            key, _, rest = line.partition(":")
-            if rest.strip().endswith("kB") and rest.split()[0].isdigit():
-                values[key] = int(rest.split()[0])
-        total, available = values.get("MemTotal"), values.get("MemAvailable")
-        return {"total": None if total is None else round(total / 1024, 1),
-                "available": None if available is None else round(available / 1024, 1)}
+        return read_memory_mb(self.reader)
 
     def _power_sensors(self) -> List[Tuple[str, str, Optional[str]]]:
         """(label, first file, second file or None): power in µW, or voltage (mV) and current (mA)."""

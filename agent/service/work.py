@@ -9,12 +9,13 @@ an `AgentError`, which fails the job with the error's code).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union
 
 from agent.backends.registry import gpu_device_node
 from agent.device.detect import device_section
+from agent.device.sysfs import SysfsReader
+from agent.device.telemetry import read_memory_mb
 from agent.errors import (
     AgentError,
     BackendUnavailableError,
@@ -36,6 +37,8 @@ from agent.service.deploy import deploy
 from agent.service.model_store import resolve_model
 from agent.service.replies import Outcome, failure
 
+AUTO_MEMORY_SHARE = 0.6  # `jobs.memory_limit_mb = auto`: this share of MemAvailable when the job starts...
+AUTO_MEMORY_FLOOR_MB = 512  # ...but never less: a worker's runtime maps ~200-500 MB before any model
 SELECT_GRACE_S = 120.0  # a selection's own time limit covers its race, not loading and judging
 PROFILE_LIMITS = 4  # a profile's wall-clock limit, in workers' time limits (configurations, scaling, sections)
 
@@ -95,7 +98,7 @@ def run_select(command: Command, context: Context) -> Outcome:
     model = str(resolve_model(settings.model_dir, args["model"]))
     request = SelectRequest(model, args.get("objective", "p50"), args.get("budget", 1.0),
                             time_limit_s=args.get("time_limit", 60.0),
-                            memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb))
+                            memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb, args.get("memory_limit_mb")))
     wall_s = request.time_limit_s + SELECT_GRACE_S
     request.should_cancel = within(context, wall_s)
     progress = Progress(context)
@@ -113,13 +116,20 @@ WORK: Dict[str, Callable[[Command, Context], Outcome]] = {
     "profile": run_profile_job, "select": run_select}
 
 
-def memory_limit_mb(setting: Union[str, int]) -> Optional[int]:
-    """The workers' RLIMIT_AS in MB: `auto` is the board's RAM, except on an NVIDIA GPU board (off)."""
+def memory_limit_mb(setting: Union[str, int], asked: Optional[int] = None) -> Optional[int]:
+    """The workers' RLIMIT_AS in MB: the configured one (`auto`: AUTO_MEMORY_SHARE of the memory available
+    now, at least AUTO_MEMORY_FLOOR_MB, so the board keeps the rest of what is free for its own work; none on
+    an NVIDIA GPU board, whose CUDA reserves more address space than that), lowered to a command's
+    `memory_limit_mb`, which can never raise it."""
+    configured: Optional[int]
     if setting != "auto":
-        return int(setting) or None
-    if gpu_device_node() is not None:  # CUDA reserves more address space than RLIMIT_AS at RAM size allows
-        return None
-    return (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) >> 20
+        configured = int(setting) or None
+    elif gpu_device_node() is not None:
+        configured = None
+    else:
+        available = read_memory_mb(SysfsReader("/"))["available"]
+        configured = None if available is None else max(AUTO_MEMORY_FLOOR_MB, int(AUTO_MEMORY_SHARE * available))
+    return asked if configured is None else min(configured, asked or configured)
 
 
 class Progress:
@@ -183,7 +193,8 @@ def measure_request(command: Command, context: Context, should_cancel: Callable[
         threads=args.get("threads"), options=args.get("options", {}), batch=args.get("batch", [1]),
         shapes=args.get("shape", {}), eval_limit=args.get("eval_limit"),
         time_limit_s=args.get("time_limit", settings.jobs.time_limit_s), seed=args.get("seed", 0),
-        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb), should_cancel=should_cancel)
+        memory_limit_mb=memory_limit_mb(settings.jobs.memory_limit_mb, args.get("memory_limit_mb")),
+        should_cancel=should_cancel)
     if command.cmd in ("bench", "profile"):
         request.warmup = Warmup.parse(str(args.get("warmup", 10)))
         request.iterations = args.get("iterations", request.iterations)

@@ -125,5 +125,25 @@ def test_unavailable_backend_error_names_the_reason(monkeypatch: pytest.MonkeyPa
     import agent.backends.tflite as tflite
 
     monkeypatch.setattr(tflite, "_RUNTIMES", (("no_such_litert", "no_such_litert.interpreter"),))
-    with pytest.raises(BackendUnavailableError, match="no TFLite runtime imports"):
+    with pytest.raises(BackendUnavailableError, match="TFLite runtime .* not installed") as caught:
         require_available("tflite")
+    assert type(caught.value) is BackendUnavailableError and caught.value.code == "backend_unavailable"
+
+
+def test_a_runtime_that_is_installed_but_fails_to_load_says_so_in_the_loaders_words(tmp_path: Path) -> None:
+    """Under an address-space limit too small to map its libraries, onnxruntime's import fails (the
+    loader's "failed to map segment" or a MemoryError): `runtime_unavailable`, not "not installed".
+    A real import in a child process with a real RLIMIT_AS."""
+    import subprocess
+    import sys
+
+    code = ("import re, resource\n"
+            "from agent.backends.registry import require_available\n"
+            "size = int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) << 10\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20),) * 2)  # no room left to map onnxruntime\n"
+            "try:\n    require_available('onnxruntime')\n"
+            "except Exception as error:\n    print(type(error).__name__, error.code, str(error))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert done.stdout.startswith("RuntimeUnavailableError runtime_unavailable backend onnxruntime is unavailable: "
+                                  "onnxruntime failed to load: "), (done.stdout, done.stderr)

@@ -66,23 +66,25 @@ def test_a_measurement_comes_back_with_progress(digits: Path) -> None:
     assert result.memory.peak_rss_mb > result.memory.baseline_rss_mb > 0  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("fault, expected", [
-    ("segfault", "worker crashed with signal SIGSEGV"),
-    ("abort", "worker crashed with signal SIGABRT"),
-    ("exit", "worker exited with code 3 without a result"),
+@pytest.mark.parametrize("fault, expected, code", [
+    ("segfault", "worker crashed with signal SIGSEGV", "worker_crashed"),
+    ("abort", "worker crashed with signal SIGABRT", "worker_crashed"),
+    ("exit", "worker exited with code 3 without a result", "worker_failed"),
 ])
 def test_a_dying_worker_is_a_worker_error(monkeypatch: pytest.MonkeyPatch, digits: Path, fault: str,
-                                          expected: str) -> None:
+                                          expected: str, code: str) -> None:
     _inject(monkeypatch, fault)
-    with pytest.raises(WorkerError, match=expected):
+    with pytest.raises(WorkerError, match=expected) as caught:
         run_worker(_request(digits / "model.fp32.tflite"), 60)
+    assert caught.value.code == code
 
 
 def test_a_hanging_worker_is_killed_at_its_limit(monkeypatch: pytest.MonkeyPatch, digits: Path) -> None:
     _inject(monkeypatch, "hang")
     start = time.monotonic()
-    with pytest.raises(WorkerError, match="timed out after 3 s and was killed"):
+    with pytest.raises(WorkerError, match="timed out after 3 s and was killed") as caught:
         run_worker(_request(digits / "model.fp32.onnx"), 3)
+    assert caught.value.code == "worker_failed"  # we killed it: not a crash
     assert time.monotonic() - start < 10
 
 

@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -296,10 +297,24 @@ def test_a_worker_out_of_memory_fails_the_job_clearly(tmp_path: Path, broker: Br
     agent = new_agent(tmp_path, broker, settings={"jobs": {"memory_limit_mb": 2048}}, fault="oom").start()
     wait_status(fleet, agent.device_id)
     result = result_of(ask(fleet, agent.device_id, "bench", QUICK_BENCH))
-    assert (result.status, result.code) == ("failed", "worker_failed")
+    assert (result.status, result.code) == ("failed", "memory_limit")
     assert "out of memory (limit 2048 MB)" in result.message
     assert result_of(ask(fleet, agent.device_id, "ping")).status == "done"  # and the agent carries on
     agent.stop()
+
+
+def test_an_oversized_batch_fails_memory_limit_and_the_agent_carries_on(agent: AgentProcess, fleet: Coordinator,
+                                                                        mobilenet: Path) -> None:
+    """MobileNetV2 at batch 256 under a 1,500 MB limit that the command sets (it may lower the agent's own
+    limit, never raise it): ONNX Runtime's arena refuses the allocation, the job fails `memory_limit`
+    naming the limit and the size asked for, and the next command is answered."""
+    shutil.copytree(mobilenet, agent.model_dir / "models" / "mobilenet_v2")
+    result = result_of(ask(fleet, agent.device_id, "bench", {
+        "model": "models/mobilenet_v2", "backend": "onnxruntime", "batch": [256], "iterations": 2,
+        "min_seconds": 0, "warmup": 1, "memory_limit_mb": 1500}, timeout=120))
+    assert (result.status, result.code) == ("failed", "memory_limit"), result
+    assert "out of memory (limit 1500 MB)" in result.message and "size" in result.message
+    assert result_of(ask(fleet, agent.device_id, "ping")).status == "done"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("agent.commands.profile") is None, reason="no profile command")

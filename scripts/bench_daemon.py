@@ -150,21 +150,24 @@ def burst(fleet: Any, device: str, heavy: int = 10, total: int = 200) -> Dict[st
     }
 
 
-def flood(fleet: Any, agent: AgentProcess, count: int) -> Dict[str, float]:
-    """Publish `count` commands the intake rejects (each with a new id, so each is remembered), wait for
-    every `rejected`, and read the daemon's RSS and its store's size."""
+def flood(fleet: Any, agent: AgentProcess, count: int, window: int = 200) -> Dict[str, float]:
+    """Publish `count` commands the intake rejects (each with a new id, so each is remembered), at most
+    `window` unanswered at a time (a broker drops what overflows a session's queue), until every
+    `rejected` came back; then read the daemon's RSS and its store's size."""
     fleet.follow(agent.device_id)
-    start, seen = time.monotonic(), set()
-    for index in range(count):
-        command = Command(f"flood-{index:05d}", "ping", {"force": True})  # unknown_argument
-        fleet.client.publish(f"edge/{agent.device_id}/cmd", encode_command(command), qos=1)
-    while len(seen) < count and time.monotonic() - start < 600:
+    start, seen, sent = time.monotonic(), set(), 0
+    while len(seen) < count and time.monotonic() - start < 900:
+        while sent < count and sent - len(seen) < window:
+            command = Command(f"flood-{sent:05d}", "ping", {"force": True})  # unknown_argument
+            fleet.client.publish(f"edge/{agent.device_id}/cmd", encode_command(command), qos=1)
+            sent += 1
         try:
             _, payload, _ = fleet.received.get(timeout=5)
         except Exception:
             continue
         message = decode_message(payload)
-        if isinstance(message, Event) and message.event == "rejected" and message.command_id:
+        if isinstance(message, Event) and message.event == "rejected" and (message.command_id or "").startswith(
+                "flood-"):
             seen.add(message.command_id)
     time.sleep(1.0)
     database = Path(agent.workdir / "state" / "agent.db")

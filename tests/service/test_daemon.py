@@ -192,20 +192,25 @@ def test_cancel_stops_a_running_job_within_a_second(tmp_path: Path, broker: Brok
     fleet.follow(agent.device_id)
     hung = fleet.send(agent.device_id, "bench", QUICK_BENCH)
     _wait_event(fleet, hung.id, "started")
+    cancel_within_a_second(fleet, agent, hung.id)
+    agent.stop()
+
+
+def cancel_within_a_second(fleet: Coordinator, agent: AgentProcess, command_id: str) -> None:
+    """Wait until the job's worker runs (the job process starts first), cancel the job, and check that it
+    ends `cancelled` and its worker is gone within a second."""
     deadline = time.monotonic() + 30
-    while not _worker_pids(agent):  # the job process starts, then its worker, which loads the model and hangs
+    while not _worker_pids(agent):
         assert time.monotonic() < deadline, "no measurement worker is running"
-        time.sleep(0.05)
-    time.sleep(1.0)
+        time.sleep(0.02)
     started = time.monotonic()
-    fleet.send(agent.device_id, "cancel", {"target": hung.id})
-    result = _wait_event(fleet, hung.id, "result")
+    fleet.send(agent.device_id, "cancel", {"target": command_id})
+    result = _wait_event(fleet, command_id, "result")
     assert result.status == "cancelled" and result.code == "cancelled"
     while _worker_pids(agent) and time.monotonic() - started < 1.0:
         time.sleep(0.02)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0 and not _worker_pids(agent), f"worker still there after {elapsed:.2f} s"
-    agent.stop()
 
 
 def _worker_pids(agent: AgentProcess) -> List[int]:
@@ -349,18 +354,7 @@ def test_cancel_stops_a_running_select_within_a_second(tmp_path: Path, broker: B
     fleet.follow(agent.device_id)
     select = fleet.send(agent.device_id, "select", {"model": "models/digits", "time_limit": 120})
     _wait_event(fleet, select.id, "progress", timeout=60)
-    deadline = time.monotonic() + 30
-    while not _worker_pids(agent) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _worker_pids(agent), "no measurement worker of the race is running"
-    started = time.monotonic()
-    fleet.send(agent.device_id, "cancel", {"target": select.id})
-    result = _wait_event(fleet, select.id, "result")
-    assert result.status == "cancelled" and result.code == "cancelled"
-    while _worker_pids(agent) and time.monotonic() - started < 1.0:
-        time.sleep(0.02)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0 and not _worker_pids(agent), f"worker still there after {elapsed:.2f} s"
+    cancel_within_a_second(fleet, agent, select.id)
     assert result_of(ask(fleet, agent.device_id, "ping")).status == "done"
     agent.stop()
 

@@ -44,16 +44,19 @@ class WorkerCancelled(Exception):
 
 def run_child(module: str, request: Dict[str, Any], time_limit_s: float, on_progress: Optional[ProgressHandler] = None,
               should_cancel: Optional[Callable[[], bool]] = None, cancel_grace_s: float = 0.0,
-              what: str = "worker", note: str = "") -> Dict[str, Any]:
+              what: str = "worker", note: str = "",
+              on_start: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
     """Send `request` to a fresh `python -m module` and return its result, or raise the error it reported
     (as its own class) or met (`WorkerError`; `note` is added to the message). `should_cancel` is polled
     about every 0.1 s; when it says stop, the child gets SIGTERM and `cancel_grace_s` to end (0: SIGKILL at
-    once), its process group is killed, and `WorkerCancelled` raised."""
+    once), its process group is killed, and `WorkerCancelled` raised. `on_start` gets the child's pid."""
     with tempfile.TemporaryFile("w+b") as stderr:
         process = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=stderr, start_new_session=True,
                                    env=child_env(**{PARENT_ENV: str(os.getpid())}))
         assert process.stdin is not None and process.stdout is not None
+        if on_start is not None:
+            on_start(process.pid)
         with contextlib.suppress(BrokenPipeError):
             process.stdin.write(json.dumps(request).encode())
             process.stdin.close()

@@ -30,6 +30,7 @@ from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.protocol import Command, Limits, Status, Topics, encode
 from agent.service.handlers import Handlers
 from agent.service.intake import Intake
+from agent.service.job_process import kill_stale
 from agent.service.lanes import JOBS, QUICK, Lane
 from agent.service.model_store import remove_leftovers
 from agent.service.notify import Notifier
@@ -99,6 +100,8 @@ class Daemon:
         return 0
 
     def _start(self) -> None:
+        if kill_stale(self.config.storage.state_dir):
+            _log.warning("killed a job process left running by the agent before it stopped")
         remove_leftovers(self.config.model_dir)
         self._forget()
         interrupted = self.store.interrupt_unfinished(self._announce_interrupted)

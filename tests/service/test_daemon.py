@@ -196,6 +196,49 @@ def test_cancel_stops_a_running_job_within_a_second(tmp_path: Path, broker: Brok
     agent.stop()
 
 
+def test_a_sigkilled_agent_leaves_no_job_process_or_worker_behind(tmp_path: Path, broker: Broker,
+                                                                 fleet: Coordinator) -> None:
+    """The agent dies mid-job outside systemd (no cgroup to clean up): its job process and that job's worker
+    follow it within a second, whichever notices first (the kernel's parent-death signal, which
+    tests/measure/test_isolate.py checks alone, or the job process's broken pipe to the dead daemon)."""
+    agent = new_agent(tmp_path, broker, fault="hang").start()
+    wait_status(fleet, agent.device_id)
+    fleet.follow(agent.device_id)
+    hung = fleet.send(agent.device_id, "bench", QUICK_BENCH)
+    _wait_event(fleet, hung.id, "started")
+    deadline = time.monotonic() + 30
+    while not _worker_pids(agent):
+        assert time.monotonic() < deadline, "no measurement worker is running"
+        time.sleep(0.02)
+    left = _descendants(agent.pid)
+    assert len(left) >= 2  # the job process and its worker
+    agent.signal(signal.SIGKILL)  # the daemon alone (AgentProcess.kill would also kill what it started)
+    assert agent.process is not None
+    agent.process.wait()
+    deadline = time.monotonic() + 1.0
+    while any(_running(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [pid for pid in left if _running(pid)], "a job process or worker outlived the agent"
+
+
+def _descendants(pid: int) -> List[int]:
+    found, pending = [], [pid]
+    while pending:
+        for task in _tasks(pending.pop()):
+            with contextlib.suppress(OSError):
+                children = [int(child) for child in (task / "children").read_text().split()]
+                found += children
+                pending += children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def cancel_within_a_second(fleet: Coordinator, agent: AgentProcess, command_id: str) -> None:
     """Wait until the job's worker runs (the job process starts first), cancel the job, and check that it
     ends `cancelled` and its worker is gone within a second."""

@@ -259,16 +259,12 @@ def cancel_within_a_second(fleet: Coordinator, agent: AgentProcess, command_id: 
 def _worker_pids(agent: AgentProcess) -> List[int]:
     """The agent's measurement workers now (its job process's children; processes may end while they are
     listed)."""
-    found, pending = [], [agent.pid]
-    while pending:
-        for task in _tasks(pending.pop()):
-            with contextlib.suppress(OSError):
-                for pid in map(int, (task / "children").read_text().split()):
-                    pending.append(pid)
-                    with contextlib.suppress(OSError):
-                        if b"agent.measure.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                            found.append(pid)
-    return found
+    workers = []
+    for pid in _descendants(agent.pid):
+        with contextlib.suppress(OSError):
+            if b"agent.measure.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+    return workers
 
 
 def _tasks(pid: int) -> List[Path]:

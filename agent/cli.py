@@ -1,14 +1,14 @@
 """`edge-agent`: the command line. Thin: each subcommand lives in agent/commands/.
 
 Every error we raise on purpose is printed as one line, `edge-agent: error: ...`, and exits with the
-code of its class (see agent/errors.py); argparse's own usage errors exit with 2.
+code of its class (see agent/errors.py); argparse's own usage errors are one line too, and exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from agent import __version__
 from agent.commands import compare, fleet, info, measure, peaks, profile, run, select
@@ -18,9 +18,18 @@ from agent.errors import AgentError
 COMMANDS = (info, measure, select, profile, compare, peaks, run, fleet)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), like every other error of edge-agent;
+    `--help` still prints the full usage. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `edge-agent [COMMAND]: error: MESSAGE (see --help)` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edge-agent", description="Measure how fast and how accurately a model runs on this board.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

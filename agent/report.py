@@ -83,12 +83,12 @@ def _get(section: Optional[Dict[str, Any]], key: str) -> Optional[Any]:
 
 
 def _yes_no(flag: Optional[bool]) -> str:
-    return "-" if flag is None else "yes" if flag else "no"
+    return "unknown" if flag is None else "yes" if flag else "no"
 
 
 _COLUMNS = (
     ("backend", lambda r: r.backend["name"]),
-    ("version", lambda r: r.backend.get("version") or "-"),
+    ("version", lambda r: runtime_label(r.backend.get("version"), _package(r))),
     ("format", lambda r: r.model.get("format", "-")),
     ("prec", lambda r: r.model.get("precision", "-")),
     ("thr", lambda r: str(_threads(r))),
@@ -107,8 +107,20 @@ _COLUMNS = (
     ("cosine", lambda r: _cosine(_get(r.fidelity, "cosine"))),
     ("peak MB", lambda r: _number(_get(r.memory, "peak_rss_mb"))),
     ("°C", lambda r: _number(_get(_get(r.thermal, "temperature_c"), "after"))),
-    ("throttled", lambda r: _yes_no(_get(r.thermal, "throttled"))),
+    ("throttled", lambda r: "-" if r.thermal is None else _yes_no(r.thermal.get("throttled"))),
 )
+
+
+def runtime_label(version: Optional[str], package: Optional[str] = None) -> str:
+    """A runtime's version with the package it came from where that is not the runtime's own name
+    ("ai-edge-litert 2.3.0", not "2.3.0", which reads like TensorFlow's); `-` when unknown."""
+    if not version:
+        return "-"
+    return f"{package.replace('_', '-')} {version}" if package else version
+
+
+def _package(report: Report) -> Optional[str]:
+    return (report.backend.get("configuration") or {}).get("package")
 
 
 def _threads(report: Report) -> Any:

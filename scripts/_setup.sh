@@ -17,11 +17,19 @@ apt_install() {
 
 make_venv() {
   # make_venv DIR EXTRAS [PYTHON]: creates DIR if needed and installs edge-agent with EXTRAS
-  # (e.g. "onnx,tflite") using PYTHON (default python3).
+  # (e.g. "onnx,tflite") using PYTHON (default python3) -- unless DIR already has them for this very
+  # pyproject.toml (the install is editable: code changes need no reinstall).
   local venv=$1 extras=$2 python=${3:-python3}
+  local stamp="$venv/.edge-agent-install" wanted
+  wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] \
+      && "$venv/bin/python" -c "import agent" 2>/dev/null; then
+    return 0
+  fi
   if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv" 2>/dev/null || { apt_install python3-venv && "$python" -m venv "$venv"; }
   fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  echo "$wanted" > "$stamp"
 }

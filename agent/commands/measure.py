@@ -22,6 +22,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
                         help="also run the precisions backends make on the device from the FP32 file "
                              "(ONNX Runtime INT8/FP16, TensorRT FP16/INT8 engines)")
     parser.add_argument("--threads", type=positive_int, help="runtime threads (default: every core)")
+    parser.add_argument("--allow-oversubscribe", action="store_true",
+                        help="allow --threads above the cores this process may run on")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a backend option, e.g. xnnpack=off or graph_optimization=basic")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
@@ -66,7 +68,8 @@ def measure_request(args: argparse.Namespace) -> Any:
         model=args.model, kind=args.command, backends=args.backend, precisions=args.precision,
         threads=args.threads, options=pairs(args.option, "--option"), batch=args.batch,
         shapes=dict(parse_shape_arg(t) for t in args.shape), inputs=dict(parse_input_arg(t) for t in args.input),
-        eval_limit=args.eval_limit, time_limit_s=args.time_limit, seed=args.seed, derive=args.derive)
+        eval_limit=args.eval_limit, time_limit_s=args.time_limit, seed=args.seed, derive=args.derive,
+        allow_oversubscribe=args.allow_oversubscribe)
     if hasattr(args, "warmup"):
         request.warmup = Warmup.parse(args.warmup)
         request.iterations = args.iterations

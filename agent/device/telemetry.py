@@ -166,9 +166,11 @@ def _zone_label(zone: ZoneTemperature, zones: List[ZoneTemperature]) -> str:
 
 
 def throttle_report(before: ThermalSnapshot, after: ThermalSnapshot) -> Dict[str, Any]:
-    """Temperatures and clocks before/after a run and whether the board throttled, with reasons."""
+    """Temperatures and clocks before/after a run and whether the board throttled, with reasons; `throttled`
+    is None (unknown) where the board shows neither throttle flags nor core clocks to judge by."""
     after_by_zone = {zone.zone: zone for zone in after.zones}
     reasons = _pi_reasons(before.pi_throttled, after.pi_throttled) + _frequency_reasons(before, after)
+    judged = after.pi_throttled is not None or None not in (before.mean_cur_mhz(), after.mean_cur_mhz())
     return {
         "temperature_c": {
             "before": before.max_temp_c(),
@@ -184,7 +186,7 @@ def throttle_report(before: ThermalSnapshot, after: ThermalSnapshot) -> Dict[str
             "after": None if after.pi_throttled is None else hex(after.pi_throttled),
         },
         "elapsed_s": (after.monotonic_ns - before.monotonic_ns) / 1e9,
-        "throttled": bool(reasons),
+        "throttled": bool(reasons) if judged else None,
         "throttle_reasons": reasons,
     }
 

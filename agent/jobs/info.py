@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Tuple
 from agent import __version__
 from agent.backends.registry import runtime_statuses
 from agent.device.detect import device_section
-from agent.report import utc_now
+from agent.report import runtime_label, utc_now
 
 INFO_SCHEMA = "edge-agent/info/1"
 
@@ -35,7 +35,9 @@ def render_info(report: Dict[str, Any]) -> str:
         return "\n".join(lines)
     lines.append("runtimes:")
     for runtime in report["runtimes"]:
-        state = (runtime["version"] or "available") if runtime["available"] else f"unavailable: {runtime['reason']}"
+        version = runtime_label(runtime["version"], (runtime.get("details") or {}).get("package")) \
+            if runtime["version"] else "available"
+        state = version if runtime["available"] else f"unavailable: {runtime['reason']}"
         lines.append(f"  {runtime['name']}: {state}")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.messages import TraceSettings
-from agent.measure.plan import MeasureRequest, StartHandler, default_threads
+from agent.measure.plan import MeasureRequest, StartHandler, check_threads, default_threads
 from agent.profile.measured import profile_section
 from agent.profile.scaling import scaling_section, thread_counts
 from agent.profile.static import static_profile
@@ -61,12 +61,13 @@ def run_profile(request: ProfileRequest, device: DeviceSection, on_start: Option
     if request.static_only:
         return static_reports(request.measure, device, device_peaks(device.fingerprint, measure=False))
     settings = request.measure
+    counts = (request.scaling_threads or thread_counts(default_threads())) if request.scaling else []
+    check_threads(settings, counts)  # before anything is measured
     traced = dataclasses.replace(settings, kind="profile",
                                  trace=TraceSettings(settings.iterations, settings.warmup.count))
     reports = run_measure(traced, device, on_start, on_progress)
     scaling: Dict[str, Dict[str, Any]] = {}
     if request.scaling:
-        counts = request.scaling_threads or thread_counts(default_threads())
         scaling = sweep(settings, device, counts, on_start, on_progress)
     try:
         peaks = device_peaks(device.fingerprint)

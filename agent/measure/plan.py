@@ -40,6 +40,8 @@ class MeasureRequest:
     # Also run the precisions backends make on the device (ONNX Runtime INT8/FP16, TensorRT FP16/INT8
     # engines) from the bundle's FP32 file, where the bundle does not ship that precision itself.
     derive: bool = False
+    # Run more threads than this process has cores (refused otherwise: it measures contention, not the model).
+    allow_oversubscribe: bool = False
     # The daemon's: each worker's address-space limit (RLIMIT_AS), and a poll that stops the running worker
     # when it returns True (`cancel`).
     memory_limit_mb: Optional[int] = None
@@ -79,8 +81,19 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def check_threads(request: MeasureRequest, counts: List[int]) -> None:
+    """Refuse thread counts above the cores this process may run on (its runtimes' threads would contend
+    for them: that measures the contention, not the model), unless the request allows it."""
+    cores = default_threads()
+    over = [count for count in counts if count > cores]
+    if over and not request.allow_oversubscribe:
+        raise UsageError(f"{max(over)} threads is more than the {cores} cores this process may run on: the "
+                         "runtimes' threads would contend for them (--allow-oversubscribe to run anyway)")
+
+
 def plan(bundle: Bundle, request: MeasureRequest) -> List[Configuration]:
     """Every (model file, backend) pair the request and this board allow, or an error saying why none."""
+    check_threads(request, [request.threads] if request.threads else [])
     names = request.backends or list(BACKENDS)
     backends = [get_backend(name) for name in names]
     statuses = {b.name: b.status() for b in backends}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import onnx
@@ -52,7 +53,8 @@ def test_bench_table_is_the_default(digits: Path) -> None:
     assert result.code == 0, result.stderr
     header, row = result.stdout.splitlines()[2:4]
     assert header.split()[:4] == ["backend", "version", "format", "prec"]
-    assert row.split()[0] == "tflite" and row.split()[3] == "int8"
+    fields = row.split()  # the version cell names the package: "ai-edge-litert 2.3.0"
+    assert fields[0] == "tflite" and fields[fields.index("tflite", 1) + 1] == "int8"
 
 
 def test_eval_judges_without_timing(digits: Path) -> None:
@@ -206,3 +208,36 @@ def test_models_from_elsewhere_bench_without_edits(model: Path) -> None:
     (report,) = result.json()
     assert report["status"] == "ok" and report["latency"]["p50_ms"] > 0
     assert report["inputs"][0]["resolved_shape"] == [1, 3, 224, 224]
+
+
+@pytest.mark.parametrize("args, text", [
+    (["bench", "models/digits", "--threads", "0"], "edge-agent bench: error: argument --threads: expected a positive"),
+    (["bench"], "edge-agent bench: error: the following arguments are required: model"),
+    (["frob"], "edge-agent: error: argument COMMAND: invalid choice: 'frob'"),
+])
+def test_an_argparse_rejection_is_one_line_with_exit_code_2(args: List[str], text: str) -> None:
+    result = run_cli(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and lines[0].startswith(text), result.stderr
+    assert lines[0].endswith("--help)") and result.stdout == ""
+
+
+def test_more_threads_than_cores_is_refused_unless_asked_for(digits: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    refused = run_cli("bench", str(digits), "--backend", "tflite", "--threads", str(cores + 1), *QUICK)
+    _one_line_error(refused, 2, f"{cores + 1} threads is more than the {cores} cores")
+    allowed = run_cli("bench", str(digits), "--backend", "tflite", "--precision", "fp32", "--threads",
+                      str(cores + 1), "--allow-oversubscribe", "--json", *QUICK)
+    assert allowed.code == 0, allowed.stderr
+    assert allowed.json()[0]["backend"]["configuration"]["threads"] == cores + 1
+
+
+def test_a_runtime_is_named_with_the_package_it_came_from(digits: Path) -> None:
+    """TFLite's version is its package's (ai-edge-litert 2.3, tflite-runtime 2.14), not TensorFlow's."""
+    table = run_cli("bench", str(digits), "--backend", "tflite", "--precision", "fp32", *QUICK)
+    info = run_cli("info")
+    assert table.code == 0 and info.code == 0, table.stderr + info.stderr
+    package = next(word for word in ("ai-edge-litert", "tflite-runtime") if word in table.stdout)
+    assert f"tflite: {package} " in info.stdout

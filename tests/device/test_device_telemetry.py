@@ -146,5 +146,14 @@ def test_the_live_root_gives_a_serialisable_snapshot() -> None:
     snapshot = read_thermal()
     assert all(zone.temp_c is None or -40 <= zone.temp_c <= 150 for zone in snapshot.zones)
     report = throttle_report(snapshot, read_thermal())
-    assert isinstance(report["throttled"], bool)
+    judged = snapshot.pi_throttled is not None or snapshot.mean_cur_mhz() is not None
+    assert isinstance(report["throttled"], bool) if judged else report["throttled"] is None
     json.dumps(report)
+
+
+def test_throttling_is_unknown_where_there_is_nothing_to_judge_it_by(tmp_path: Path) -> None:
+    """A tree with neither throttle flags nor CPU clocks (a VM): throttled is None, not False."""
+    (tmp_path / "proc").mkdir()
+    probe = ThermalProbe(SysfsReader(tmp_path))
+    report = throttle_report(probe.snapshot(), probe.snapshot())
+    assert report["throttled"] is None and report["throttle_reasons"] == []

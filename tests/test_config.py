@@ -79,7 +79,7 @@ def test_defaults_without_a_file() -> None:
 def test_environment_overrides_the_file(full: Path) -> None:
     config = load(full, {"EDGE_AGENT_MQTT_PORT": "1883", "EDGE_AGENT_MQTT_TLS": "off",
                          "EDGE_AGENT_DEVICE_GROUPS": "ops, lab", "EDGE_AGENT_TELEMETRY_INTERVAL_S": "0",
-                         "EDGE_AGENT_MQTT_CA_FILE": "", "EDGE_AGENT_TEST_FAULTS": "1", "EDGE_AGENT_SLOW_COUNT": "3"})
+                         "EDGE_AGENT_MQTT_CA_FILE": "", "EDGE_AGENT_WORKER_HOOK": "x:y", "EDGE_AGENT_SLOW_COUNT": "3"})
     assert (config.mqtt.port, config.mqtt.tls, config.device.groups) == (1883, False, ("ops", "lab"))
     assert config.telemetry.interval_s == 0 and config.mqtt.ca_file is None
 

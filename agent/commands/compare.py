@@ -16,6 +16,8 @@ def register(commands: Any) -> None:
         "compare", help="parameters, MACs, latency and accuracy of a candidate model against a baseline")
     add_model_arguments(parser, latency=True)
     parser.add_argument("candidate", help="the compressed model: a bundle folder or a .onnx / .tflite file")
+    parser.add_argument("--force", action="store_true",
+                        help="compare models whose input/output tensors differ (refused otherwise)")
     parser.set_defaults(handler=run)
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     try:
         document = compare.run_compare(measure_request(args), args.candidate, device_section(),
-                                       progress.start, progress.update)
+                                       progress.start, progress.update, force=args.force)
     finally:
         progress.close()
     if not document["pairs"]:

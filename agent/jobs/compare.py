@@ -14,8 +14,10 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
+from agent.bundle import open_model
 from agent.device.detect import DeviceSection
-from agent.errors import AgentError, error_from
+from agent.errors import AgentError, UsageError, error_from
+from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler
@@ -85,10 +87,50 @@ def pair(baseline: Sequence[Report], candidate: Sequence[Report]) -> Tuple[List[
     return pairs, alone + free
 
 
+Dims = Optional[Tuple[Optional[int], ...]]
+
+
+def signature(model: str, prefer: str = "onnx") -> Tuple[List[Dims], List[Dims]]:
+    """A model's inputs' and outputs' shapes past the batch dimension (None where a dimension or a whole
+    shape is not fixed), read from its `prefer` format's file where the bundle has one."""
+    bundle = open_model(model, verify=False)
+    chosen = next((m for m in bundle.models if m.format == prefer), bundle.models[0])
+    graph = read_graph(chosen.path)
+
+    def dims(name: str) -> Dims:
+        tensor = graph.tensor(name)
+        if tensor is None or tensor.shape is None:
+            return None
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in tensor.shape[1:])
+    return [dims(name) for name in graph.inputs], [dims(name) for name in graph.outputs]
+
+
+def _compatible(one: List[Dims], other: List[Dims]) -> bool:
+    return len(one) == len(other) and all(
+        a is None or b is None or (len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b)))
+        for a, b in zip(one, other))
+
+
+def check_comparable(baseline: str, candidate: str) -> None:
+    """A `UsageError` when the two models do not take and give the same tensors (past the batch size):
+    a compressed model replaces its baseline, and timing two unrelated networks says nothing."""
+    formats = {m.format for m in open_model(baseline, verify=False).models} & \
+        {m.format for m in open_model(candidate, verify=False).models}
+    prefer = "onnx" if "onnx" in formats or not formats else sorted(formats)[0]
+    base, other = signature(baseline, prefer), signature(candidate, prefer)
+    if not (_compatible(base[0], other[0]) and _compatible(base[1], other[1])):
+        raise UsageError(f"the candidate does not take and give the same tensors as the baseline (inputs "
+                         f"{base[0]} -> outputs {base[1]} vs {other[0]} -> {other[1]}, past the batch size): "
+                         "--force to compare them anyway")
+
+
 def run_compare(request: MeasureRequest, candidate_model: str, device: DeviceSection,
-                on_start: Optional[StartHandler] = None,
-                on_progress: Optional[ProgressHandler] = None) -> Dict[str, Any]:
-    """Measure `request.model` (the baseline) and `candidate_model` alike; the comparison document."""
+                on_start: Optional[StartHandler] = None, on_progress: Optional[ProgressHandler] = None,
+                force: bool = False) -> Dict[str, Any]:
+    """Measure `request.model` (the baseline) and `candidate_model` alike; the comparison document. Models
+    whose tensors differ are refused first, unless `force`."""
+    if not force:
+        check_comparable(request.model, candidate_model)
     settings = dataclasses.replace(request, kind="bench", trace=None)
     baseline = run_measure(settings, device, on_start, on_progress)
     candidate = run_measure(dataclasses.replace(settings, model=candidate_model), device, on_start, on_progress)
@@ -133,7 +175,8 @@ def render_compare(document: Dict[str, Any]) -> str:
     for row in document["pairs"]:
         for role in ("baseline", "candidate"):
             figures = row[role]
-            cells.append([figures["label"] if role == "baseline" else "", role, count(figures["params"]),
+            own = figures["label"] if role == "baseline" or figures["label"] != row["baseline"]["label"] else ""
+            cells.append([own, role, count(figures["params"]),
                           count(figures["param_bytes"], "B"), count(figures["macs"]), count(figures["flops"]),
                           count(figures["mults"]), number(figures["p50_ms"]), percent(figures["top1"]),
                           percent(figures["top5"])])

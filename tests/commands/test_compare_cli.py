@@ -85,3 +85,24 @@ def test_models_no_common_backend_runs_are_a_clear_error(digits: Path) -> None:
     result = run_cli("compare", str(digits / "model.fp32.onnx"), str(digits / "model.int8.tflite"), *QUICK)
     assert result.code == 1, result.stderr
     assert "nothing to compare" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_with_different_tensors_are_refused_unless_forced(digits: Path, mobilenet: Path) -> None:
+    """MobileNetV2 (224x224x3 -> 1000) against digits (8x8x1 -> 10): no "speed-up" between unrelated nets."""
+    refused = run_cli("compare", str(mobilenet), str(digits), "--backend", "tflite", *QUICK)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.code == 2 and len(lines) == 1 and "does not take and give the same tensors" in lines[0]
+    assert "(224, 224, 3)" in lines[0] and "(8, 8, 1)" in lines[0] and "--force" in lines[0]
+    forced = run_cli("compare", str(mobilenet), str(digits), "--backend", "tflite", "--precision", "fp32",
+                     "--force", "--json", *QUICK)
+    assert forced.code == 0, forced.stderr
+    assert forced.json()["pairs"][0]["change"]["speedup"] > 1
+
+
+def test_each_row_is_labelled_with_its_own_precision(digits: Path) -> None:
+    """An FP32 baseline paired with an INT8 candidate on one backend: the candidate row says int8."""
+    table = run_cli("compare", str(digits / "model.fp32.tflite"), str(digits / "model.int8.tflite"), *QUICK)
+    assert table.code == 0, table.stderr
+    rows = {line.split()[1]: line.split()[0] for line in table.stdout.splitlines()
+            if line.split()[1:2] in (["baseline"], ["candidate"])}  # a row with no label would start "candidate"
+    assert rows == {"baseline": "tflite/fp32", "candidate": "tflite/int8"}

@@ -16,6 +16,10 @@ from agent.device.detect import DeviceSection
 
 REPORT_SCHEMA = "edge-agent/report/1"
 
+# Below this many samples a fidelity verdict (top-1 agreement above all) is weak: one disagreement in 8
+# moves it by 12.5 points. The table marks such figures; the JSON carries the count (`fidelity.samples`).
+FIDELITY_MIN_SAMPLES = 30
+
 
 def utc_now() -> str:
     """The current UTC time as an ISO 8601 string with a `Z`."""
@@ -103,7 +107,7 @@ _COLUMNS = (
     ("per s", lambda r: _number(_get(r.latency, "throughput_per_s"))),
     ("top1", lambda r: percent(_get(r.accuracy, "top1"))),
     ("top5", lambda r: percent(_get(r.accuracy, "top5"))),
-    ("agree", lambda r: percent(_get(r.fidelity, "top1_agreement"))),
+    ("agree", lambda r: _agreement(r.fidelity)),
     ("cosine", lambda r: _cosine(_get(r.fidelity, "cosine"))),
     ("peak MB", lambda r: _number(_get(r.memory, "peak_rss_mb"))),
     ("°C", lambda r: _number(_get(_get(r.thermal, "temperature_c"), "after"))),
@@ -133,6 +137,15 @@ def percent(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _agreement(fidelity: Optional[Dict[str, Any]]) -> str:
+    """Top-1 agreement, marked `(N, weak)` when fewer than FIDELITY_MIN_SAMPLES samples judged it."""
+    text = percent(_get(fidelity, "top1_agreement"))
+    samples = _get(fidelity, "samples")
+    if text == "-" or samples is None or samples >= FIDELITY_MIN_SAMPLES:
+        return text
+    return f"{text} ({samples}, weak)"
+
+
 def _cosine(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.6f}"
 
@@ -151,6 +164,12 @@ def render_table(reports: Sequence[Report]) -> str:
         widths = [max(len(row[i]) for row in rows) for i in keep]
         for row in rows:
             lines.append("  ".join(row[i].ljust(w) for i, w in zip(keep, widths)).rstrip())
+    judged = [r.fidelity for r in ok if r.fidelity and r.fidelity.get("reference")]
+    if judged:
+        counts = sorted({str(f.get("samples")) for f in judged})
+        lines.append(f"agree, cosine: vs {judged[0]['reference']}, {'/'.join(counts)} samples"
+                     + (f" (fewer than {FIDELITY_MIN_SAMPLES}: weak)" if any(
+                         (f.get("samples") or 0) < FIDELITY_MIN_SAMPLES for f in judged) else ""))
     for report in reports:
         if report.status != "ok" and report.error:
             lines.append(f"FAILED {report.label} ({report.model.get('format')}): {report.error['message']}")

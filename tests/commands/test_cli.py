@@ -241,3 +241,14 @@ def test_a_runtime_is_named_with_the_package_it_came_from(digits: Path) -> None:
     assert table.code == 0 and info.code == 0, table.stderr + info.stderr
     package = next(word for word in ("ai-edge-litert", "tflite-runtime") if word in table.stdout)
     assert f"tflite: {package} " in info.stdout
+
+
+def test_fidelity_names_its_reference_and_sample_count_and_flags_a_weak_verdict(digits: Path) -> None:
+    weak = run_cli("bench", str(digits), "--backend", "tflite", "--eval-limit", "8", *QUICK)
+    strong = run_cli("bench", str(digits), "--backend", "tflite", "--eval-limit", "40", *QUICK)
+    assert weak.code == 0 and strong.code == 0, weak.stderr + strong.stderr
+    reference = "agree, cosine: vs onnxruntime/fp32 (onnx), "  # the ONNX FP32 file judges every configuration
+    assert weak.stdout.splitlines()[-1] == reference + "8 samples (fewer than 30: weak)"
+    assert "(8, weak)" in weak.stdout
+    assert strong.stdout.splitlines()[-1] == reference + "40 samples"
+    assert "weak" not in strong.stdout

@@ -27,6 +27,7 @@ from support.agent import (
 )
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.cli import QUICK, run_cli
+from support.listener import LoopbackListener
 
 from agent.errors import FleetError
 from agent.fleet.client import Coordinator
@@ -415,25 +416,19 @@ def test_the_daemon_never_imports_numpy_or_a_runtime(agent: AgentProcess, fleet:
         assert library not in maps, f"{library} is loaded into the daemon"
 
 
-class Mqtt311OnlyBroker:
+class Mqtt311OnlyBroker(LoopbackListener):
     """A stand-in for a broker that speaks only MQTT 3.1.1 (Mosquitto 2 speaks both, so none exists
     here): it answers an MQTT 5 CONNECT with the 3.1.1 refusal "unacceptable protocol version" and
     passes other connections through to the real broker."""
 
     def __init__(self, broker: Broker) -> None:
         self.upstream = broker.port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.refused = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def handle(self, peer: socket.socket) -> None:
+        """Each client in its own thread."""
+        threading.Thread(target=self._serve, args=(peer,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         head = b""
@@ -464,10 +459,6 @@ class Mqtt311OnlyBroker:
         for end in (source, target):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.listener.close()
-
 
 def test_the_agent_falls_back_to_mqtt_311_when_the_broker_refuses_5(tmp_path: Path, broker: Broker,
                                                                     fleet: Coordinator) -> None:

@@ -25,6 +25,7 @@ from support.agent import (
     wait_status,
 )
 from support.broker import NEEDS_MOSQUITTO, Broker
+from support.listener import LoopbackListener
 
 from agent.config import DeploySettings
 from agent.errors import BundleError, DeployError, ProtocolError
@@ -95,26 +96,17 @@ def never() -> None:
     pass
 
 
-class Listener:
+class Listener(LoopbackListener):
     """A TCP listener on 127.0.0.1 that only counts the connections made to it."""
 
     def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                peer, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            peer.close()
-
-    def close(self) -> None:
-        self.socket.close()
+    def handle(self, peer: socket.socket) -> None:
+        """Count it, close it."""
+        self.connections += 1
+        peer.close()
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ ONNX_OPSET = 17
 SIZE_LIMIT_BYTES = 40 * 1000 * 1000
 DIGITS_CALIBRATION_SAMPLES = 200
 MOBILENET_CALIBRATION_SAMPLES = 16
-MOBILENET_EVALUATION_SAMPLES = 8
+MOBILENET_EVALUATION_SAMPLES = 64
 MODEL_FILES = (("onnx", "fp32", "model.fp32.onnx"), ("tflite", "fp32", "model.fp32.tflite"),
                ("tflite", "int8", "model.int8.tflite"))
 

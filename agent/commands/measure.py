@@ -21,9 +21,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
     parser.add_argument("--derive", action="store_true",
                         help="also run the precisions backends make on the device from the FP32 file "
                              "(ONNX Runtime INT8/FP16, TensorRT FP16/INT8 engines)")
-    parser.add_argument("--threads", type=positive_int, help="runtime threads (default: every core)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="runtime threads (default: the physical cores this process may run on)")
     parser.add_argument("--allow-oversubscribe", action="store_true",
-                        help="allow --threads above the cores this process may run on")
+                        help="allow --threads above the CPUs this process may run on")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a backend option, e.g. xnnpack=off or graph_optimization=basic")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
@@ -44,6 +45,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
                             help="measure at least N calls (default 100)")
         parser.add_argument("--min-seconds", type=seconds, default=1.0, metavar="S",
                             help="and for at least S seconds (default 1)")
+        parser.add_argument("--rounds", type=positive_int, default=3, metavar="N",
+                            help="split the timed loop into N back-to-back rounds whose medians must agree "
+                                 "(default 3; docs/report.md, Stability)")
     parser.add_argument("--json", action="store_true", help="print the reports as a JSON array")
     parser.add_argument("--output", metavar="FILE", help="also write the JSON reports to FILE")
 
@@ -52,9 +56,13 @@ def register(commands: Any) -> None:
     """Add the `bench` and `eval` parsers."""
     bench = commands.add_parser("bench", help="latency, memory and accuracy of a model per backend and precision")
     add_model_arguments(bench, latency=True)
+    bench.add_argument("--export-times", metavar="FILE",
+                       help="write every timed call (round, start, latency) to FILE as JSON, like trtexec "
+                            "--exportTimes")
     evaluate = commands.add_parser("eval", help="accuracy and FP32 fidelity of a model per backend and precision")
     add_model_arguments(evaluate, latency=False)
     for parser in (bench, evaluate):
+        parser.add_argument("--csv", action="store_true", help="print the table as CSV, one row per configuration")
         parser.set_defaults(handler=run)
 
 
@@ -74,6 +82,8 @@ def measure_request(args: argparse.Namespace) -> Any:
         request.warmup = Warmup.parse(args.warmup)
         request.iterations = args.iterations
         request.min_seconds = args.min_seconds
+        request.rounds = args.rounds
+        request.keep_times = bool(getattr(args, "export_times", None))
     return request
 
 
@@ -97,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
         raise failure(failed[0])
     if args.output:
         Path(args.output).write_text(report.to_json(reports) + "\n", encoding="utf-8")
-    print(report.to_json(reports) if args.json else report.render_table(reports))
+    if getattr(args, "export_times", None):
+        Path(args.export_times).write_text(report.times_json(reports) + "\n", encoding="utf-8")
+    render = report.to_json if args.json else report.to_csv if args.csv else report.render_table
+    print(render(reports))
     return failure(failed[0]).exit_code if failed else 0
 
 

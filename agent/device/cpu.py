@@ -1,14 +1,18 @@
 """The CPU from `/proc/cpuinfo`: ARM core types per cluster and features, or the x86 model and flags.
 
 Pure parsing: `parse_cpuinfo(text)` needs no filesystem, so captured cpuinfo of any board tests it.
+`physical_cores` counts cores from sysfs topology (SMT siblings once), the default thread count's basis.
 The ARM tables follow the MIDR implementer/part codes of the Linux kernel's
 `arch/arm64/include/asm/cputype.h` and util-linux `lscpu-arm.c`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from .sysfs import SysfsReader
 
 ARM_IMPLEMENTERS = {"0x41": "ARM", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple", "0xc0": "Ampere"}
 
@@ -143,3 +147,22 @@ def describe_cpu(cpu: CpuInfo) -> Optional[str]:
     if cpu.model and cpu.cores:
         return f"{cpu.model} ({cpu.cores} cores)"
     return cpu.model
+
+
+def usable_cpus() -> List[int]:
+    """The logical CPUs this process may run on (its affinity where the OS tells it, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpus: List[int], reader: Optional[SysfsReader] = None) -> int:
+    """How many physical cores the logical CPUs `cpus` sit on: SMT siblings (same package and core id in
+    sysfs topology) count once; a CPU whose topology is unreadable counts as a core of its own."""
+    reader = reader if reader is not None else SysfsReader("/")
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        package, core = reader.read_int(base + "physical_package_id"), reader.read_int(base + "core_id")
+        cores.add((package, core) if package is not None and core is not None else ("cpu", cpu))
+    return max(1, len(cores))

@@ -2,7 +2,8 @@
 
 `ThermalProbe` finds the files once (thermal zones, per-core cpufreq, the Raspberry Pi firmware's
 throttle word) and `snapshot()` reads only those, so a snapshot costs a few dozen small reads.
-`throttle_report(before, after)` compares two snapshots.
+`throttle_report(before, after)` compares two snapshots. `LoadProbe` reads what else the machine is
+doing (load average, the whole machine's CPU time from /proc/stat) for the stability verdict.
 
 Raspberry Pi firmware throttle word (`get_throttled`, as `vcgencmd get_throttled` prints it;
 https://www.raspberrypi.com/documentation/computers/os.html#get_throttled). The kernel's
@@ -12,9 +13,10 @@ on a Pi 4 and under soc@107c000000/soc@107c000000:firmware/ on a Pi 5.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .sysfs import SysfsReader
 
@@ -43,12 +45,14 @@ class ZoneTemperature:
 
 @dataclass
 class CoreFrequency:
-    """One CPU's clocks in MHz: current, the policy's cap (scaling_max) and the hardware maximum."""
+    """One CPU's clocks in MHz: current, the policy's cap (scaling_max) and the hardware maximum, and its
+    cpufreq governor (None where unreadable)."""
 
     cpu: int
     cur_mhz: Optional[float]
     max_mhz: Optional[float]
     hw_max_mhz: Optional[float]
+    governor: Optional[str] = None
 
 
 @dataclass
@@ -72,6 +76,11 @@ class ThermalSnapshot:
     def mean_max_mhz(self) -> Optional[float]:
         """Mean hardware maximum clock (scaling_max where the hardware maximum is unreadable)."""
         return _mean([core.hw_max_mhz if core.hw_max_mhz is not None else core.max_mhz for core in self.cores])
+
+    def governor(self) -> Optional[str]:
+        """The cores' cpufreq governor(s), comma-separated when they differ; None where none is readable."""
+        names = sorted({core.governor for core in self.cores if core.governor})
+        return ",".join(names) if names else None
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict."""
@@ -118,7 +127,8 @@ class ThermalProbe:
                    for path, kind in self.zones],
             cores=[CoreFrequency(cpu, _khz_to_mhz(read_int(base + "/scaling_cur_freq")),
                                  _khz_to_mhz(read_int(base + "/scaling_max_freq")),
-                                 _khz_to_mhz(read_int(base + "/cpuinfo_max_freq"))) for cpu, base in self.cpus],
+                                 _khz_to_mhz(read_int(base + "/cpuinfo_max_freq")),
+                                 self.reader.read_text(base + "/scaling_governor")) for cpu, base in self.cpus],
             pi_throttled=read_int(self.throttle_file, 16) if self.throttle_file else None,
         )
 
@@ -189,6 +199,41 @@ def throttle_report(before: ThermalSnapshot, after: ThermalSnapshot) -> Dict[str
         "throttled": bool(reasons) if judged else None,
         "throttle_reasons": reasons,
     }
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """What the whole machine is doing at one moment: the 1/5/15-minute load average, and the CPU time all
+    CPUs together have spent since boot, busy (user, nice, system, irq, softirq) and stolen by a hypervisor,
+    in seconds. None where the board does not expose it."""
+
+    monotonic_ns: int
+    load_average: Optional[Tuple[float, float, float]]
+    busy_s: Optional[float]
+    steal_s: Optional[float]
+
+
+class LoadProbe:
+    """Reads /proc/loadavg and the first line of /proc/stat (a few hundred bytes) per snapshot."""
+
+    def __init__(self, reader: Optional[SysfsReader] = None) -> None:
+        self.reader = reader if reader is not None else SysfsReader("/")
+        self.ticks_per_s = os.sysconf("SC_CLK_TCK") if self.reader.is_live else 100  # USER_HZ
+
+    def snapshot(self) -> LoadSnapshot:
+        """Read the load average and the CPU time now."""
+        fields = (self.reader.read_text("/proc/loadavg") or "").split()
+        try:
+            average: Optional[Tuple[float, float, float]] = (float(fields[0]), float(fields[1]), float(fields[2]))
+        except (IndexError, ValueError):
+            average = None
+        busy = steal = None
+        line = (self.reader.read_text("/proc/stat") or "").split("\n", 1)[0].split()
+        if len(line) > 8 and line[0] == "cpu" and all(value.isdigit() for value in line[1:9]):
+            user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(value) for value in line[1:9])
+            busy = (user + nice + system + irq + softirq) / self.ticks_per_s
+            steal = stolen / self.ticks_per_s
+        return LoadSnapshot(time.monotonic_ns(), average, busy, steal)
 
 
 def read_memory_mb(reader: SysfsReader) -> Dict[str, Optional[float]]:

@@ -105,8 +105,7 @@ class WorkerRequest:
                           _part(SampleRef, feed["data"]), feed["layout"],
                           Preprocessing.from_dict(feed["preprocessing"])),
             precision=data["precision"], calibration=CalibrationSet.from_dict(data["calibration"]),
-            latency=None if plan is None else LoopPlan(Warmup(**plan["warmup"]), plan["iterations"],
-                                                       plan["min_seconds"]),
+            latency=None if plan is None else LoopPlan(**dict(plan, warmup=Warmup(**plan["warmup"]))),
             outputs=_part(OutputSpec, data["outputs"]), trace=_part(TraceSettings, data["trace"]),
             memory_limit_mb=data["memory_limit_mb"])
 
@@ -131,13 +130,32 @@ class MemoryUse:
 
 
 @dataclass(frozen=True)
+class RunTimes:
+    """Every timed call of one batch size (`--export-times`): its round, its start in ms from the first timed
+    call's start, and its latency in ms."""
+
+    batch: int
+    round: List[int]
+    start_ms: List[float]
+    latency_ms: List[float]
+
+
+@dataclass(frozen=True)
 class Timing:
-    """The first (cold) call, the first batch size's latency summary, and every batch size's when there
-    were several (None for one)."""
+    """The first (cold) call, the first batch size's latency summary, every batch size's when there were
+    several (None for one), and every timed call when the plan kept them (None otherwise)."""
 
     first_ms: float
     latency: Dict[str, Any]
     by_batch: Optional[List[Dict[str, Any]]] = None
+    runs: Optional[List[RunTimes]] = None
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Timing:
+        """The inverse of `asdict`."""
+        runs = data["runs"]
+        return cls(data["first_ms"], data["latency"], data["by_batch"],
+                   None if runs is None else [RunTimes(**r) for r in runs])
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,7 @@ class WorkerResult:
             backend=BackendRun(**data["backend"]), precision=data["precision"], inputs=data["inputs"],
             load_ms=data["load_ms"], memory=MemoryUse(**data["memory"]), thermal=data["thermal"],
             build_warnings=data["build_warnings"],
-            timing=_part(Timing, data["timing"]), trace=data["trace"],
+            timing=None if data["timing"] is None else Timing.from_dict(data["timing"]), trace=data["trace"],
             output_pass=_part(OutputPass, data["output_pass"]))
 
 

@@ -4,13 +4,13 @@ this board and the request allow, including the precisions backends make on the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from agent.backends.base import Backend
 from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile
+from agent.device.cpu import physical_cores, usable_cpus
 from agent.errors import BackendUnavailableError, UsageError
 from agent.measure.latency import Warmup
 from agent.measure.messages import TraceSettings
@@ -29,6 +29,9 @@ class MeasureRequest:
     warmup: Warmup = Warmup()
     iterations: int = 100
     min_seconds: float = 1.0
+    rounds: int = 3
+    # Send every timed call back (`--export-times`); the reports then carry them in `run_times`.
+    keep_times: bool = False
     batch: List[int] = field(default_factory=lambda: [1])
     shapes: Dict[str, List[int]] = field(default_factory=dict)
     inputs: Dict[str, str] = field(default_factory=dict)
@@ -74,20 +77,19 @@ StartHandler = Callable[[int, int, str], None]
 
 
 def default_threads() -> int:
-    """Every core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The physical cores this process may run on (SMT siblings once): the documented default thread count.
+    A second hardware thread on a busy core adds contention, not speed, for these kernels; `select` sweeps
+    thread counts and `--backend auto` runs the measured best."""
+    return physical_cores(usable_cpus())
 
 
 def check_threads(request: MeasureRequest, counts: List[int]) -> None:
-    """Refuse thread counts above the cores this process may run on (its runtimes' threads would contend
+    """Refuse thread counts above the CPUs this process may run on (its runtimes' threads would contend
     for them: that measures the contention, not the model), unless the request allows it."""
-    cores = default_threads()
+    cores = len(usable_cpus())
     over = [count for count in counts if count > cores]
     if over and not request.allow_oversubscribe:
-        raise UsageError(f"{max(over)} threads is more than the {cores} cores this process may run on: the "
+        raise UsageError(f"{max(over)} threads is more than the {cores} CPUs this process may run on: the "
                          "runtimes' threads would contend for them (--allow-oversubscribe to run anyway)")
 
 

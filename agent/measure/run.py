@@ -51,7 +51,8 @@ def build_request(bundle: Bundle, config: Configuration, request: MeasureRequest
         model=ModelRef(str(config.model.path), config.model.format), backend=config.backend.name,
         threads=request.threads or default_threads(), options=options, feed=feed, precision=config.derived,
         calibration=CalibrationSet.from_bundle(bundle) if config.derived == "int8" else None,
-        latency=LoopPlan(request.warmup, request.iterations, request.min_seconds) if with_latency else None,
+        latency=LoopPlan(request.warmup, request.iterations, request.min_seconds, request.rounds,
+                         request.keep_times) if with_latency else None,
         outputs=None if bundle.is_plain_file or not with_outputs else OutputSpec(str(output_file), FIDELITY_BATCHES),
         trace=request.trace if with_latency else None, memory_limit_mb=request.memory_limit_mb)
 
@@ -80,6 +81,7 @@ def measure_configuration(bundle: Bundle, config: Configuration, request: Measur
     if result.timing is not None:
         report.latency = dict(load_ms=result.load_ms, first_ms=result.timing.first_ms, **result.timing.latency)
         report.latency_by_batch = result.timing.by_batch
+        report.run_times = None if result.timing.runs is None else [asdict(r) for r in result.timing.runs]
     if result.trace is not None:
         report.profile = {"trace": result.trace}
     if result.output_pass is None:

@@ -22,12 +22,21 @@ import numpy as np
 from agent.backends.build import BuildSpec, Prepared
 from agent.backends.registry import require_available
 from agent.device.sysfs import SysfsReader
-from agent.device.telemetry import read_thermal, throttle_report
+from agent.device.telemetry import LoadProbe, ThermalProbe, read_thermal, throttle_report
 from agent.errors import AgentError, MemoryLimitError
-from agent.measure import latency
+from agent.measure import latency, stability
 from agent.measure.inputs import Feeder
 from agent.measure.isolate import Channel, serve
-from agent.measure.messages import BackendRun, MemoryUse, OutputPass, OutputSpec, Timing, WorkerRequest, WorkerResult
+from agent.measure.messages import (
+    BackendRun,
+    MemoryUse,
+    OutputPass,
+    OutputSpec,
+    RunTimes,
+    Timing,
+    WorkerRequest,
+    WorkerResult,
+)
 from agent.measure.trace import trace_runs
 
 # How runtimes word a failed allocation (ONNX Runtime's arena, numpy, C++, the C library).
@@ -56,6 +65,12 @@ def peak_rss_mb() -> float:
 def thermal_snapshot() -> Any:
     """Temperatures, clocks and throttle flags now, through the board reader."""
     return read_thermal(SysfsReader("/"))
+
+
+def cpu_seconds() -> float:
+    """CPU time this process has used (user + system, every thread), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def limit_memory(megabytes: Optional[int]) -> None:
@@ -151,10 +166,12 @@ def _prepare(backend: Any, model_path: Path, request: WorkerRequest, channel: Ch
 
 def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], plan: latency.LoopPlan,
           overrides: Dict[str, Any], channel: Channel) -> Timing:
-    """First (cold) inference, warm-up, and the timed loop for every batch size asked for."""
+    """First (cold) inference, warm-up, and the timed loop (in rounds, judged for stability with the machine's
+    state read just around it) for every batch size asked for."""
     call = session.bind(feeder.batch(shapes))
     first_ms = latency.time_once(call)
-    by_batch = []
+    thermal, load = ThermalProbe(SysfsReader("/")), LoadProbe(SysfsReader("/"))
+    by_batch, runs = [], []
     for index, batch in enumerate(batches):
         if index:
             shapes = feeder.shapes(batch, overrides)
@@ -163,13 +180,35 @@ def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], p
         channel.send("progress", phase="warmup", batch=batch)
         latency.warm_up(call, plan.warmup)
         channel.send("progress", phase="measure", batch=batch, seconds=plan.min_seconds)
-        times = latency.measure(call, plan.iterations, plan.min_seconds)
+        thermal_before, load_before, cpu_before = thermal.snapshot(), load.snapshot(), cpu_seconds()
+        rounds = latency.measure_rounds(call, plan.iterations, plan.min_seconds, plan.rounds)
+        cpu_after, load_after, thermal_after = cpu_seconds(), load.snapshot(), thermal.snapshot()
+        environment = stability.LoopEnvironment(thermal_before, thermal_after, load_before, load_after,
+                                                cpu_after - cpu_before, stability.online_cpus())
+        durations = [r.durations_ns for r in rounds]
+        times = [t for r in durations for t in r]
         summary = latency.summarize(times, batch)
+        summary.update(rounds=len(rounds), stability=stability.judge(durations, environment).to_dict(),
+                       environment=environment.to_dict())
         device_times = session.device_times_ns()
         if device_times:  # the device's own time for the measured calls (the last ones), without copies
             summary["device_compute"] = latency.summarize(device_times[-len(times):], batch)
         by_batch.append(summary)
-    return Timing(first_ms, by_batch[0], by_batch if len(by_batch) > 1 else None)
+        if plan.keep_times:
+            runs.append(_run_times(batch, rounds))
+    return Timing(first_ms, by_batch[0], by_batch if len(by_batch) > 1 else None, runs if plan.keep_times else None)
+
+
+def _run_times(batch: int, rounds: List[latency.TimedRound]) -> RunTimes:
+    """Every timed call of one batch size, in ms from the first call's start."""
+    origin = rounds[0].starts_ns[0]
+    numbers, starts, latencies = [], [], []
+    for number, timed in enumerate(rounds):
+        for start, end in zip(timed.starts_ns, timed.ends_ns):
+            numbers.append(number)
+            starts.append(round((start - origin) / 1e6, 6))
+            latencies.append(round((end - start) / 1e6, 6))
+    return RunTimes(batch, numbers, starts, latencies)
 
 
 def _output_pass(session: Any, feeder: Feeder, shapes: List[Any], spec: OutputSpec, channel: Channel) -> OutputPass:

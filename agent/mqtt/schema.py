@@ -256,7 +256,7 @@ _EVAL_ARGS = {
     "seed": Arg(integer(0, 2 ** 32 - 1)), "memory_limit_mb": Arg(integer(64, 1 << 20)),
 }
 _BENCH_ARGS = {**_EVAL_ARGS, "warmup": Arg(warmup), "iterations": Arg(integer(1, 10_000_000)),
-               "min_seconds": Arg(number(0, 3600))}
+               "min_seconds": Arg(number(0, 3600)), "rounds": Arg(integer(1, 100))}
 _PROFILE_ARGS = {key: _BENCH_ARGS[key] for key in ("model", "backend", "precision", "threads", "options",
                                                    "shape", "batch", "iterations", "time_limit", "memory_limit_mb")}
 

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle
+from agent.device.cpu import usable_cpus
 from agent.errors import BackendUnavailableError
 from agent.measure.plan import Configuration, MeasureRequest, default_threads, derivations, plan
 from agent.selection.decision import Candidate
@@ -38,7 +39,7 @@ def candidates(bundle: Bundle, request: SelectRequest) -> List[Tuple[Optional[Co
         elif request.backends:
             raise BackendUnavailableError(f"backend {backend.name} is unavailable: {status.reason}")
     plan_request = MeasureRequest(model=request.model, backends=[b.name for b in usable] or None, derive=True)
-    threads = request.threads or thread_counts(default_threads())
+    threads = request.threads or sorted(set(thread_counts(len(usable_cpus())) + [default_threads()]))
     found: List[Tuple[Optional[Configuration], Candidate]] = []
     for config in plan(bundle, plan_request):
         for count, options in config.backend.variants(config.precision, threads):

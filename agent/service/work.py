@@ -199,5 +199,6 @@ def measure_request(command: Command, context: Context, should_cancel: Callable[
         request.warmup = Warmup.parse(str(args.get("warmup", 10)))
         request.iterations = args.get("iterations", request.iterations)
         request.min_seconds = args.get("min_seconds", request.min_seconds)
+        request.rounds = args.get("rounds", request.rounds)
     return request
 

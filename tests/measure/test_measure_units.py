@@ -43,7 +43,19 @@ def test_summary_statistics_match_a_hand_count() -> None:
     assert summary["min_ms"] == 1.0 and summary["max_ms"] == 100.0 and summary["iterations"] == 100
     assert summary["mean_ms"] == pytest.approx(50.5)
     assert summary["std_ms"] == pytest.approx(np.std(np.arange(1, 101), ddof=1), rel=1e-6)
+    assert summary["p99_9_ms"] == pytest.approx(99.901)
+    assert summary["cov"] == pytest.approx(np.std(np.arange(1, 101), ddof=1) / 50.5, rel=1e-5)
     assert summary["throughput_per_s"] == pytest.approx(4 * 1000 / 50.5, rel=1e-6)
+
+
+def test_rounds_share_the_loop_budget_and_keep_each_call_in_order() -> None:
+    rounds = latency.measure_rounds(lambda: None, iterations=10, min_seconds=0.0, rounds=3)
+    assert [len(r.ends_ns) for r in rounds] == [4, 4, 4]  # 10 / 3 rounded up, per round
+    stamps = [t for r in rounds for pair in zip(r.starts_ns, r.ends_ns) for t in pair]
+    assert stamps == sorted(stamps) and all(d >= 0 for r in rounds for d in r.durations_ns)
+    start = time.perf_counter()
+    timed = latency.measure_rounds(lambda: None, iterations=1, min_seconds=0.3, rounds=3)
+    assert time.perf_counter() - start >= 0.3 and all(len(r.ends_ns) > 1 for r in timed)
 
 
 def test_topk_counts_nonfinite_rows_as_misses() -> None:

@@ -257,3 +257,35 @@ def test_fidelity_names_its_reference_and_sample_count_and_flags_a_weak_verdict(
     assert "(8, weak)" in weak.stdout
     assert _line(strong.stdout, reference) == reference + "40 samples"
     assert "weak" not in strong.stdout
+
+
+def test_csv_has_one_row_per_configuration_with_every_statistic(digits: Path) -> None:
+    import csv
+    import io
+
+    table = run_cli("bench", str(digits), "--backend", "onnxruntime,tflite", "--csv", *QUICK)
+    assert table.code == 0, table.stderr
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert [r["label"] for r in rows] == ["onnxruntime/fp32", "tflite/fp32", "tflite/int8"]
+    for row in rows:
+        low, median, tail, high = (float(row[k]) for k in ("min_ms", "p50_ms", "p99_9_ms", "max_ms"))
+        assert 0 < low <= median <= tail <= high and float(row["cov"]) >= 0
+        assert row["stability"] in ("stable", "unstable", "unknown") and row["status"] == "ok"
+        assert row["iterations"] == "6" and len(row["round_p50_ms"].split()) == 3  # 5 calls in 3 rounds: 2 each
+
+
+def test_export_times_holds_every_timed_call_of_every_configuration(digits: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "times.json"
+    result = run_cli("bench", str(digits), "--backend", "tflite", "--batch", "1,4", "--rounds", "2", "--json",
+                     "--export-times", str(exported), *QUICK)
+    assert result.code == 0, result.stderr
+    times = json.loads(exported.read_text())
+    reports = result.json()
+    assert [(t["configuration"], t["batch"]) for t in times] == [
+        (r["backend"]["name"] + "/" + r["model"]["precision"], b) for r in reports for b in (1, 4)]
+    for entry, summary in zip(times, [s for r in reports for s in r["latency_by_batch"]]):
+        runs = entry["runs"]
+        assert len(runs) == summary["iterations"] and {r["round"] for r in runs} == {0, 1}
+        assert runs[0]["startMs"] == 0.0 and all(a["endMs"] <= b["startMs"] for a, b in zip(runs, runs[1:]))
+        latencies = sorted(r["latencyMs"] for r in runs)
+        assert latencies[0] == pytest.approx(summary["min_ms"]) and latencies[-1] == pytest.approx(summary["max_ms"])

@@ -43,6 +43,9 @@ def select(request: SelectRequest, device: DeviceSection, on_start: Optional[Sta
         admissible = race.screen(raced)
         chosen = race.final(race.halve(admissible, by_id), by_id) if admissible else None
     notes = race.notes + ([] if chosen else ["no candidate was admissible: see each one's reason"])
+    if chosen is not None and chosen.stability == "unstable":
+        notes.append("the choice's last run was unstable (docs/report.md, Stability): the race may have been "
+                     "decided by noise; run `edge-agent select --refresh` on a quiet board")
     decision = Decision(key, request.settings(), [c for _, c in raced] + [c for conf, c in pairs if conf is None],
                         race.reference, time.monotonic() - started, notes)
     store_decision(path, decision)

@@ -9,7 +9,9 @@ The rule (docs/report.md, "Stability"): a loop is **unstable** when any of these
 - other processes used more than `MAX_OTHER_CPU_CORES` cores' worth of CPU time during it, or a
   hypervisor stole more than `MAX_STEAL_FRACTION` of the CPUs (judged on loops of at least
   `MIN_JUDGED_SECONDS`, the kernel counts CPU time in ticks);
-- the 1-minute load average exceeded the online CPU count before or after it;
+- the 1-minute load average exceeded the online CPU count plus the run's own threads before or after it
+  (the average lags by a minute, so this run's threads and those of the configurations measured just
+  before it count towards it: only load beyond them is someone else's);
 - the clocks changed under it: throttle flags, a mean clock that fell by more than 10% of the maximum,
   a lowered cap (agent/device/telemetry.py), or a changed cpufreq governor.
 Otherwise it is **stable**, or **unknown** when it ran fewer than `MIN_CALLS` calls (too few to judge).
@@ -38,7 +40,7 @@ MIN_CALLS = 30
 @dataclass(frozen=True)
 class LoopEnvironment:
     """The machine around one timed loop: clocks, temperatures and load just before and just after it, and
-    the CPU time this process spent in it (user + system, all its threads)."""
+    the CPU time this process spent in it (user + system, all its threads), and the runtime threads it ran."""
 
     thermal_before: ThermalSnapshot
     thermal_after: ThermalSnapshot
@@ -46,6 +48,7 @@ class LoopEnvironment:
     load_after: LoadSnapshot
     own_cpu_s: float
     online_cpus: int
+    threads: int = 1
 
     @property
     def elapsed_s(self) -> float:
@@ -70,7 +73,7 @@ class LoopEnvironment:
         the board does not expose it), and what the rest of the machine used meanwhile."""
         return {"before": _moment(self.thermal_before, self.load_before),
                 "after": _moment(self.thermal_after, self.load_after),
-                "elapsed_s": round(self.elapsed_s, 6), "online_cpus": self.online_cpus,
+                "elapsed_s": round(self.elapsed_s, 6), "online_cpus": self.online_cpus, "threads": self.threads,
                 "own_cpu_s": round(self.own_cpu_s, 6), "other_cpu_cores": self.other_cpu_cores(),
                 "steal_fraction": self.steal_fraction()}
 
@@ -135,10 +138,11 @@ def _environment_reasons(environment: LoopEnvironment) -> List[str]:
             reasons.append(f"other processes used {other:.2f} cores during the loop (> {MAX_OTHER_CPU_CORES})")
         if steal is not None and steal > MAX_STEAL_FRACTION:
             reasons.append(f"the hypervisor stole {steal:.1%} of the CPUs (> {MAX_STEAL_FRACTION:.0%})")
+    ceiling = environment.online_cpus + environment.threads
     for when, load in (("before", environment.load_before), ("after", environment.load_after)):
-        if load.load_average is not None and load.load_average[0] > environment.online_cpus:
+        if load.load_average is not None and load.load_average[0] > ceiling:
             reasons.append(f"load average {load.load_average[0]:.2f} {when} the loop is above the "
-                           f"{environment.online_cpus} online CPUs")
+                           f"{environment.online_cpus} online CPUs + its own {environment.threads}")
     governors = (environment.thermal_before.governor(), environment.thermal_after.governor())
     if governors[0] != governors[1]:
         reasons.append(f"cpufreq governor changed {governors[0]} -> {governors[1]}")

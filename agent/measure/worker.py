@@ -120,7 +120,7 @@ def measure(request: WorkerRequest, channel: Channel) -> WorkerResult:
         configuration = dict(configuration, build=dict(prepared.details, warnings=prepared.warnings))
     timing = None
     if request.latency is not None:
-        timing = _time(session, feeder, shapes, batches, request.latency, overrides, channel)
+        timing = _time(session, feeder, shapes, batches, request.latency, overrides, request.threads, channel)
     memory = MemoryUse(baseline_rss, rss_loaded,
                        None if baseline_rss is None or rss_loaded is None else rss_loaded - baseline_rss,
                        peak_rss_mb())
@@ -165,7 +165,7 @@ def _prepare(backend: Any, model_path: Path, request: WorkerRequest, channel: Ch
 
 
 def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], plan: latency.LoopPlan,
-          overrides: Dict[str, Any], channel: Channel) -> Timing:
+          overrides: Dict[str, Any], threads: int, channel: Channel) -> Timing:
     """First (cold) inference, warm-up, and the timed loop (in rounds, judged for stability with the machine's
     state read just around it) for every batch size asked for."""
     call = session.bind(feeder.batch(shapes))
@@ -184,7 +184,7 @@ def _time(session: Any, feeder: Feeder, shapes: List[Any], batches: List[int], p
         rounds = latency.measure_rounds(call, plan.iterations, plan.min_seconds, plan.rounds)
         cpu_after, load_after, thermal_after = cpu_seconds(), load.snapshot(), thermal.snapshot()
         environment = stability.LoopEnvironment(thermal_before, thermal_after, load_before, load_after,
-                                                cpu_after - cpu_before, stability.online_cpus())
+                                                cpu_after - cpu_before, stability.online_cpus(), threads)
         durations = [r.durations_ns for r in rounds]
         times = [t for r in durations for t in r]
         summary = latency.summarize(times, batch)

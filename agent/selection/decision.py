@@ -41,6 +41,7 @@ class Candidate:
     throughput_per_s: Optional[float] = None
     iterations: int = 0
     rounds: int = 0  # latency runs it took part in (screening = 1)
+    stability: Optional[str] = None  # the verdict on its last latency run: stable, unstable, unknown
     top1: Optional[float] = None
     fidelity: Optional[Dict[str, Any]] = None
     build: Optional[Dict[str, Any]] = None

@@ -118,6 +118,7 @@ class Race:
             candidate.p50_ms, candidate.p99_ms = report.latency["p50_ms"], report.latency["p99_ms"]
             candidate.throughput_per_s = report.latency["throughput_per_s"]
             candidate.iterations = report.latency["iterations"]
+            candidate.stability = report.latency["stability"]["verdict"]
             candidate.rounds += 1
         return report, outputs
 

@@ -28,6 +28,7 @@ from support.agent import QUICK_BENCH, AgentProcess, coordinator, no_stray_agent
 from support.broker import NEEDS_MOSQUITTO, Broker, mosquitto_binary
 from support.cli import QUICK, run_cli
 from support.faults import fault_env
+from support.served import bundle_tar, publish, served_folder
 
 from agent.device.cpu import CpuCluster, CpuInfo
 from agent.device.detect import DeviceInfo, PythonInfo, device_section
@@ -299,31 +300,33 @@ def _status(state: str) -> Callable[[str, Document], bool]:
     return lambda topic, message: topic.endswith("/status") and message["state"] == state
 
 
-# Commands covering every result kind the daemon can make here (deploy's success needs a download server:
-# its failure is covered) and a rejection.
+# Commands covering every kind of result the daemon makes, and a rejection (a cancel of an unknown id);
+# the daemon traffic adds a deploy that installs a bundle and one whose download has the wrong sha256.
 DAEMON_COMMANDS: List[Tuple[str, Dict[str, Any]]] = [
     ("ping", {}), ("models", {}), ("info", {}), ("bench", QUICK_BENCH),
     ("eval", {"model": "models/digits", "backend": "tflite", "eval_limit": 20}),
     ("select", {"model": "models/digits", "time_limit": 3}),
-    ("deploy", {"url": "https://127.0.0.1/bundle.tar", "sha256": "0" * 64, "bytes": 10, "name": "other"}),
     ("cancel", {"target": "never-sent"}),
 ]
 
 
 @pytest.fixture(scope="module")
 def daemon_traffic(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
-    """Every message a real daemon published to a real Mosquitto while it answered DAEMON_COMMANDS, a
-    malformed payload and a cancelled job, stopped cleanly, and was killed (the broker's last will); and
-    every command payload sent to it."""
+    """Every message a real daemon published to a real Mosquitto while it answered DAEMON_COMMANDS, two
+    deploys from a local http server, a malformed payload and a cancelled job, stopped cleanly, and was
+    killed (the broker's last will); and every command payload sent to it."""
     pytest.importorskip("paho.mqtt")
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
     workdir = tmp_path_factory.mktemp("schemas-daemon")
     device = f"dev-{uuid.uuid4().hex[:8]}"
     sent: List[bytes] = []
-    with Broker(workdir / "broker") as broker, coordinator(broker) as fleet:
+    (workdir / "served").mkdir()
+    with Broker(workdir / "broker") as broker, coordinator(broker) as fleet, \
+            served_folder(workdir / "served") as served:
         fleet.subscribe(*(f"edge/{device}/{topic}" for topic in ("status", "telemetry", "events", "results")))
-        agent = AgentProcess(workdir / "agent", broker, device_id=device, settings={"telemetry": {"interval_s": 1}})
+        agent = AgentProcess(workdir / "agent", broker, device_id=device, settings={
+            "telemetry": {"interval_s": 1}, "deploy": {"http_hosts": ["127.0.0.1"]}})
         agent.start()
         messages = wire_messages(fleet, _status("online"))
 
@@ -333,7 +336,9 @@ def daemon_traffic(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
             fleet.send(device, cmd, args, command.id)
             return command.id
 
-        for cmd, args in DAEMON_COMMANDS:
+        installed = dict(publish(served, "fresh.tar.gz", bundle_tar("fresh")), name="fresh")
+        deploys = [("deploy", installed), ("deploy", dict(installed, sha256="0" * 64))]
+        for cmd, args in DAEMON_COMMANDS + deploys:
             messages += wire_messages(fleet, _answer_to(send(cmd, args)))
         fleet.publish(device, Command("x", "ping"), b"{not json")
         messages += wire_messages(fleet, _answer_to(None))
@@ -357,7 +362,8 @@ def test_every_message_a_real_daemon_publishes_validates(daemon_traffic: Dict[st
         by_kind[message["schema"]].append(message)
     assert sorted(by_kind) == sorted(schema_name(kind) for kind in MESSAGE_TYPES)
     results = by_kind[schema_name("result")]
-    assert {r["cmd"] for r in results} >= {cmd for cmd, _ in DAEMON_COMMANDS}
+    assert {r["cmd"] for r in results} >= {cmd for cmd, _ in DAEMON_COMMANDS} | {"deploy"}
+    assert {r["status"] for r in results if r["cmd"] == "deploy"} == {"done", "failed"}
     assert {r["status"] for r in results} == {"done", "failed", "cancelled"}
     events = {e["event"] for e in by_kind[schema_name("event")]}
     assert events >= {"accepted", "rejected", "started", "progress", "done", "failed", "cancelled"}

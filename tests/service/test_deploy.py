@@ -3,18 +3,14 @@ unpacked into a real model store; and one deploy over MQTT to a running agent.""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import socket
 import tarfile
-import threading
 import uuid
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator
+from typing import Iterator
 
 import pytest
 from support.agent import (
@@ -26,6 +22,7 @@ from support.agent import (
 )
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.listener import LoopbackListener
+from support.served import bundle_tar, publish, served_folder, tar_of, url
 
 from agent.config import DeploySettings
 from agent.errors import BundleError, DeployError, ProtocolError
@@ -37,53 +34,11 @@ from agent.service.model_store import remove_leftovers
 LOCAL = DeploySettings(http_hosts=("127.0.0.1",), timeout_s=10)
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path.startswith(("/redirect/", "/redirect-https/")):
-            scheme, _, rest = self.path[len("/redirect"):].partition("/")
-            self.send_response(302)
-            self.send_header("Location", ("https://" if scheme == "-https" else "http://") + rest)
-            self.end_headers()
-            return
-        super().do_GET()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder served over http on 127.0.0.1; `served.port` is where."""
-    folder = tmp_path_factory.mktemp("served")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(folder)))
-    server.handle_error = lambda request, address: None  # type: ignore[method-assign]  # cut-off downloads
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    (folder / "port").write_text(str(server.server_address[1]))
-    yield folder
-    server.shutdown()
-
-
-def url(served: Path, name: str) -> str:
-    return f"http://127.0.0.1:{(served / 'port').read_text()}/{name}"
-
-
-def publish(served: Path, name: str, data: bytes) -> Dict[str, Any]:
-    """Serve `data` as `name`; returns the deploy arguments for it."""
-    (served / name).write_bytes(data)
-    return {"url": url(served, name), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "name": "digits"}
-
-
-def tar_of(members: Callable[[tarfile.TarFile], None], mode: str = "w:gz") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as tar:
-        members(tar)
-    return buffer.getvalue()
-
-
-def bundle_tar(top: str = "digits") -> bytes:
-    return tar_of(lambda tar: tar.add(DIGITS, arcname=top))
+    with served_folder(tmp_path_factory.mktemp("served")) as folder:
+        yield folder
 
 
 def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:

@@ -452,7 +452,7 @@ def _sample(request: pytest.FixtureRequest, cli_reports: Dict[str, Any], schema:
 
 BROKEN: List[Tuple[str, str, Callable[[Any], None]]] = [
     ("report.schema.json", "a required field removed", _drop(("latency", "p99_ms"))),
-    ("report.schema.json", "a field the schema does not know", _set(("latency", "p99_9_ms"), 1.0)),
+    ("report.schema.json", "a field the schema does not know", _set(("latency", "p99_99_ms"), 1.0)),
     ("report.schema.json", "a wrong type", _set(("memory", "peak_rss_mb"), "69 MB")),
     ("report.schema.json", "a nested device field removed", _drop(("device", "cpu", "cores"))),
     ("selection.schema.json", "a candidate's field removed", _drop(("selection", "candidates", 0, "status"))),
@@ -571,10 +571,11 @@ def test_the_drift_check_names_the_field_and_the_side() -> None:
     assert drift("report.schema.json#/$defs/memory", _names(MemoryUse) - {"peak_rss_mb"}) == [
         "report.schema.json#/$defs/memory: the schema lists `peak_rss_mb`, the code does not produce it "
         "(drop it from the schema)"]
-    latency = {"load_ms": 1.0, "first_ms": 1.0, "cov": 0.1, **summarize([1000, 2000])}
-    del latency["p95_ms"]
+    latency = {"load_ms": 1.0, "first_ms": 1.0, "jitter_ms": 0.1, **summarize([1000, 2000]), "rounds": 1}
+    del latency["p95_ms"]  # and no `stability` or `environment` either
+    required = ("the code did not produce it (drop it from the schema, or mark it optional in "
+                "tests/test_schemas.py OPTIONAL)")
     assert problems("report.schema.json#/$defs/latency", latency) == [
-        "report.schema.json#/$defs/latency at $: the code produces `cov`, the schema does not list it "
-        "(add it to the schema)",
-        "report.schema.json#/$defs/latency at $: the schema requires `p95_ms`, the code did not produce it "
-        "(drop it from the schema, or mark it optional in tests/test_schemas.py OPTIONAL)"]
+        "report.schema.json#/$defs/latency at $: the code produces `jitter_ms`, the schema does not list it "
+        "(add it to the schema)"] + [f"report.schema.json#/$defs/latency at $: the schema requires `{key}`, {required}"
+                                     for key in ("environment", "p95_ms", "stability")]

@@ -57,9 +57,9 @@ def onnx_file(path: Path, nodes: List, inputs: Dict[str, List], outputs: Dict[st
 
 def test_profile_digits_onnxruntime_joins_the_trace_onto_every_layer(digits: Path, cache: Dict[str, str],
                                                                      tmp_path: Path) -> None:
-    output = tmp_path / "profile.json"
+    output, exported = tmp_path / "profile.json", tmp_path / "layers.json"
     result = run_cli("profile", str(digits), "--backend", "onnxruntime", "--json", "--output", str(output),
-                     *QUICK, env=cache)
+                     "--export-profile", str(exported), *QUICK, env=cache)
     assert result.code == 0, result.stderr
     (report,) = result.json()
     assert json.loads(output.read_text()) == result.json()
@@ -86,6 +86,19 @@ def test_profile_digits_onnxruntime_joins_the_trace_onto_every_layer(digits: Pat
     # a tiny layer at 0 ms, and then it has none (as the table shows the lower bound instead).
     assert all((layer["roof_fraction"] or 0) > 0 or layer["measured_ms"] == 0 for layer in heads)
     assert any((layer["roof_fraction"] or 0) > 0 for layer in heads)
+    # trtexec's --exportProfile shape: the run count, then one entry per timed layer, plus the roofline's fields
+    first, *entries = json.loads(exported.read_text())
+    assert first == {"count": measured["runs"]} and len(entries) == len(timed)
+    by_name = {layer["name"]: layer for layer in profile["layers"]}
+    for entry in entries:
+        layer = by_name[entry["name"]]
+        assert entry["averageMs"] == layer["measured_ms"]
+        assert entry["timeMs"] == pytest.approx(measured["runs"] * layer["measured_ms"])
+        assert (entry["op_type"], entry["bound"], entry["ceiling"]) == (layer["op"], layer["bound"], layer["ceiling"])
+        assert entry["flops"] == layer["group_flops"] and entry["bytes"] == layer["group_bytes"] > 0
+        assert entry["peak_under_measured"] is False and "medianMs" not in entry
+    assert sum(e["percentage"] for e in entries) == pytest.approx(100, abs=0.01)
+    assert f"wrote {exported}" in result.stderr
 
 
 def test_profile_table_sorts_by_time_and_says_tflite_has_no_timer(digits: Path, cache: Dict[str, str]) -> None:

@@ -12,6 +12,7 @@ from onnx import helper
 from support.nets import write_onnx
 from support.peaks import fake_peaks
 
+from agent.profile.export import export_profile
 from agent.profile.measured import group_bytes, profile_section
 from agent.profile.render import why
 from agent.profile.static import static_profile
@@ -90,6 +91,7 @@ def test_static_and_no_timer_sections_keep_every_layer_unmeasured(tmp_path: Path
     assert section["measured"]["reason"] == tflite["reason"]
     assert section["measured"]["whole_model"]["p50_ms"] == 0.5
     assert section["measured"]["whole_model"]["roof_fraction"] > 0
+    assert export_profile(section) is None and export_profile(static) is None  # no per-layer times to export
     # each layer alone against tflite's one-core ridge of 6 FLOPs/byte: the conv does 8.7, the relu 0.125
     assert [r["bound"] for r in section["layers"]] == ["compute", "memory"]
 

@@ -44,18 +44,9 @@ class Kernel:
     description: str
 
 
-def gemm_size(scale: int) -> int:
-    """n of the GEMM at `scale`."""
-    return GEMM_SIZE * scale
-
-
-def conv_channels(scale: int) -> int:
-    """Channels of the conv at `scale`."""
-    return CONV_CHANNELS * scale
-
-
 def _descriptions(scale: int) -> Dict[str, Any]:
-    n, c = gemm_size(scale), conv_channels(scale)
+    """Per kernel at `scale`: its size (the GEMM's n, the conv's channels), FLOPs and description."""
+    n, c = GEMM_SIZE * scale, CONV_CHANNELS * scale
     return {"gemm": (n, 2 * n ** 3, f"{n}x{n}x{n}"),
             "conv": (c, 2 * c * c * 9 * CONV_SIZE * CONV_SIZE, f"3x3 {c}->{c} at {CONV_SIZE}x{CONV_SIZE}")}
 

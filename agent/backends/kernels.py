@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from agent.backends.registry import get_backend
-from agent.device.peaks import ComputePeak, run_module
-from agent.errors import AgentError
+from agent.device.peaks import ComputeMeasurement, ComputePeak, run_module
+from agent.errors import AgentError, WorkerError
 
 RUNTIMES = ("onnxruntime", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -204,16 +204,21 @@ def measure_runtime(runtime: str, threads: int, repeats: int, scale: int = 1) ->
 
 
 def runtime_peaks(threads: int, repeats: int, scale: int = 1,
-                  runtimes: Optional[Sequence[str]] = None) -> List[ComputePeak]:
-    """Every available runtime's (or those of `runtimes`) ceilings, each measured in its own child process."""
-    peaks: List[ComputePeak] = []
+                  runtimes: Optional[Sequence[str]] = None) -> ComputeMeasurement:
+    """Every available runtime's (or those of `runtimes`) ceilings, each measured in its own child process;
+    a runtime whose child fails has none, and `unmeasured` says why (the others keep theirs)."""
+    measured = ComputeMeasurement([], {})
     for runtime in runtimes or RUNTIMES:
         if not get_backend(runtime).status().available:
             continue
-        found = run_module("agent.backends.kernels", [runtime, str(threads), str(repeats), str(scale)],
-                           f"{runtime} kernel peaks with {threads} threads")
-        peaks += [ComputePeak(**entry) for entry in found]
-    return peaks
+        try:
+            found = run_module("agent.backends.kernels", [runtime, str(threads), str(repeats), str(scale)],
+                               f"{runtime} kernel peaks with {threads} threads")
+        except WorkerError as exc:
+            measured.unmeasured[runtime] = str(exc)
+            continue
+        measured.peaks.extend(ComputePeak(**entry) for entry in found)
+    return measured
 
 
 def main(arguments: List[str]) -> List[Dict[str, Any]]:

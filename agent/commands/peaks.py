@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     for peak in peaks.compute:
         print(f"  {peak.label:<18} {peak.gflops_single:8.3g} / {peak.gflops_all:<8.3g} "
               f"{peak.runtime} {peak.version}: {peak.kernels}")
-    if not peaks.compute:
+    for runtime, reason in peaks.unmeasured.items():
+        print(f"  {runtime}: not measured ({reason}); its layers are judged by another runtime's peak")
+    if not peaks.compute and not peaks.unmeasured:
         print("  none: no runtime (onnxruntime, ai-edge-litert / tflite-runtime) is installed")
     print(f"memory GB/s, one core / {peaks.threads} cores (copy, read + write, at a working set that fits):")
     for level in peaks.memory:

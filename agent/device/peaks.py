@@ -65,6 +65,14 @@ class ComputePeak:
 
 
 @dataclass
+class ComputeMeasurement:
+    """What measuring the runtimes' kernels gave: their peaks, and why any runtime has none."""
+
+    peaks: List[ComputePeak]
+    unmeasured: Dict[str, str]   # runtime -> the failure (its kernels crashed or were refused)
+
+
+@dataclass
 class MemoryLevel:
     """Copy bandwidth (GB/s = 10^9 bytes/s, read + write) at a working set that fits one level."""
 
@@ -97,6 +105,7 @@ class Peaks:
     repeats: int
     format: int = FORMAT
     rechecked: List[str] = field(default_factory=list)  # ceilings measured again with a bigger problem
+    unmeasured: Dict[str, str] = field(default_factory=dict)  # runtime -> why it has no compute peak
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> Peaks:
@@ -105,7 +114,8 @@ class Peaks:
             raise ValueError(f"peaks cache format {data.get('format')}, not {FORMAT}")
         return cls(fingerprint=data["fingerprint"], threads=data["threads"], repeats=data["repeats"],
                    compute=[ComputePeak(**c) for c in data["compute"]],
-                   memory=[MemoryLevel(**m) for m in data["memory"]], rechecked=list(data.get("rechecked", [])))
+                   memory=[MemoryLevel(**m) for m in data["memory"]], rechecked=list(data.get("rechecked", [])),
+                   unmeasured=dict(data.get("unmeasured", {})))
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON form, as cached and reported."""
@@ -263,11 +273,12 @@ def measure_memory(caches: Sequence[CacheSpec], threads: int, repeats: int, long
 
 
 def measure_peaks(fingerprint: str, caches: Sequence[CacheSpec],
-                  compute: Callable[[int, int], List[ComputePeak]], repeats: int = 5) -> Peaks:
+                  compute: Callable[[int, int], ComputeMeasurement], repeats: int = 5) -> Peaks:
     """Measures every ceiling now (a few seconds): `compute(threads, repeats)` gives the runtimes' own."""
     threads = usable_cores()
-    return Peaks(fingerprint=fingerprint, threads=threads, compute=compute(threads, repeats),
-                 memory=measure_memory(caches, threads, repeats), repeats=repeats)
+    kernels = compute(threads, repeats)
+    return Peaks(fingerprint=fingerprint, threads=threads, compute=kernels.peaks,
+                 memory=measure_memory(caches, threads, repeats), repeats=repeats, unmeasured=kernels.unmeasured)
 
 
 def read_cache(cache_file: Path) -> Dict[str, Any]:

@@ -41,7 +41,7 @@ def recheck(peaks: Peaks, ceilings: Set[str]) -> Peaks:
     bigger problem, raised where the new figure is higher; `rechecked` lists what was."""
     runtimes = sorted({c.split("/")[0] for c in ceilings if c.endswith(" compute")})
     levels = sorted(c[:-len(" bandwidth")] for c in ceilings if c.endswith(" bandwidth"))
-    compute = runtime_peaks(peaks.threads, peaks.repeats, RECHECK_SCALE, runtimes) if runtimes else []
+    compute = runtime_peaks(peaks.threads, peaks.repeats, RECHECK_SCALE, runtimes).peaks if runtimes else []
     memory = measure_memory(peaks.caches(), peaks.threads, peaks.repeats, RECHECK_LONGER, levels) if levels else []
     return peaks.raised(compute, memory, sorted(ceilings))
 

@@ -17,7 +17,9 @@ AVAILABLE: List[str] = [name for name in RUNTIMES if get_backend(name).status().
 
 @pytest.mark.skipif(not AVAILABLE, reason="neither onnxruntime nor a TFLite runtime is installed")
 def test_every_available_runtime_has_an_fp32_and_an_int8_roof_from_a_gemm_and_a_conv() -> None:
-    peaks = runtime_peaks(threads=2, repeats=1)
+    measured = runtime_peaks(threads=2, repeats=1)
+    peaks = measured.peaks
+    assert measured.unmeasured == {}
     assert sorted(p.label for p in peaks) == sorted(f"{r}/{p}" for r in AVAILABLE for p in ("fp32", "int8"))
     for peak in peaks:
         assert peak.version == get_backend(peak.runtime).status().version
@@ -49,3 +51,9 @@ def test_a_recheck_measures_the_named_level_again_and_never_lowers_it() -> None:
     checked = recheck(peaks, {"L1 bandwidth"})
     assert checked.rechecked == ["L1 bandwidth"] and checked.compute == peaks.compute
     assert checked.memory[0].gbs_all >= peaks.memory[0].gbs_all and checked.memory[1:] == peaks.memory[1:]
+
+
+@pytest.mark.skipif("tflite" not in AVAILABLE, reason="no TFLite runtime is installed")
+def test_a_runtime_whose_kernels_fail_has_no_peak_and_says_why() -> None:
+    measured = runtime_peaks(threads=1, repeats=1, scale=0, runtimes=["tflite"])  # a conv of 0 channels
+    assert measured.peaks == [] and "input_channel > 0" in measured.unmeasured["tflite"]

@@ -10,7 +10,15 @@ import pytest
 from support.peaks import compute_peak, fake_peaks
 
 from agent.device.caches import CacheSpec, count_cpus, parse_size, read_caches
-from agent.device.peaks import Peaks, cached_entry, cached_peaks, measure_peaks, roofline, usable_cores
+from agent.device.peaks import (
+    ComputeMeasurement,
+    Peaks,
+    cached_entry,
+    cached_peaks,
+    measure_peaks,
+    roofline,
+    usable_cores,
+)
 from agent.device.sysfs import SysfsReader
 
 BOARDS = Path(__file__).resolve().parents[1] / "fixtures" / "boards"
@@ -32,9 +40,10 @@ def test_measures_every_level_of_this_board_and_keeps_the_cached_devices(tmp_pat
     old_format = {"fingerprint": "board-b", "fp32_gflops_single": 1.0, "threads": 2}  # edge-agent before format 2
     cache.write_text(json.dumps({"board-a": other.to_dict(), "board-b": old_format}))
     assert cached_entry("board-b", cache) is None  # an old entry is not read, never fatal
-    compute = [compute_peak("numpy", "fp32", 1.0, 2.0)]
+    compute = ComputeMeasurement([compute_peak("onnxruntime", "fp32", 1.0, 2.0)], {"tflite": "its child crashed"})
     measured = cached_peaks("board-b", cache, lambda: measure_peaks("board-b", caches, lambda t, r: compute, 2))
-    assert measured.threads == usable_cores() and measured.compute == compute
+    assert measured.threads == usable_cores() and measured.compute == compute.peaks
+    assert measured.unmeasured == {"tflite": "its child crashed"}
     assert [m.name for m in measured.memory] == [f"L{c.level}" for c in caches] + ["DRAM"]
     for level, spec in zip(measured.memory, caches):
         assert level.size_bytes == spec.size_bytes and 0 < level.working_set_bytes <= spec.size_bytes

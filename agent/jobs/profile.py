@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
-from agent.backends.registry import get_backend
+from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
 from agent.device.detect import DeviceSection
@@ -115,7 +115,8 @@ def _section_inputs(report: Report, bundle: Bundle, settings: MeasureRequest,
 
 
 def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Optional[Peaks]) -> List[Report]:
-    """One report per model file of the bundle that `request` selects, with its static profile."""
+    """One report per model file of the bundle that `request` selects, with its static profile; its
+    roofline takes the compute peaks of the first backend that runs the file's format."""
     bundle = open_model(request.model)
     formats = {f for name in request.backends or [] for f in get_backend(name).formats}
     models = [m for m in bundle.models if (not request.precisions or m.precision in request.precisions)
@@ -126,7 +127,9 @@ def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Option
     reports = []
     for model in models:
         shapes = _file_shapes(bundle, str(model.path), request.shapes)
-        section = _section(str(model.path), shapes, None, None, threads, None, None, peaks)
+        runtime = next((b.name for b in BACKENDS.values() if model.format in b.formats
+                        and (not request.backends or b.name in request.backends)), None)
+        section = _section(str(model.path), shapes, None, None, threads, None, runtime, peaks)
         reports.append(Report("profile", device, _model_section(bundle, model),
                               {"name": None, "version": None, "configuration": None}, profile=section))
     return reports

@@ -130,6 +130,9 @@ def test_static_profile_runs_nothing_and_sorts_by_macs(mobilenet: Path, cache: D
         assert report["profile"]["totals"]["macs"] >= 300_774_272
         assert all(layer["measured_ms"] is None for layer in report["profile"]["layers"])
         assert report["profile"]["measured"]["available"] is False
+    # a static profile is judged by the runtime that runs its format (the cached figures are made up)
+    compute = {r["model"]["format"]: r["profile"]["roofline"]["compute"] for r in reports}
+    assert compute == {"onnx": {"onnxruntime/fp32": 800.0}, "tflite": {"tflite/fp32": 960.0}}
     table = run_cli("profile", str(mobilenet), "--static", "--backend", "onnxruntime", "--top", "4", env=cache)
     assert table.code == 0, table.stderr
     macs = [line.split()[4] for line in table.stdout.splitlines()[-4:]]

@@ -147,14 +147,15 @@ class Peaks:
     def raised(self, compute: Sequence[ComputePeak], memory: Sequence[MemoryLevel], names: Sequence[str]) -> Peaks:
         """These peaks with each re-measured figure raised to the higher of the two measurements."""
         def best(old: Any, new: Any, keys: Sequence[str]) -> Any:
-            return replace(old, **{k: max(getattr(old, k), getattr(new, k)) for k in keys}) if new else old
+            return replace(old, **{k: max(getattr(old, k), getattr(new, k)) for k in keys} if new else {})
 
         new_compute = {c.label: c for c in compute}
         new_memory = {m.name: m for m in memory}
         rates = ("gflops_single", "gflops_all", "gemm_gflops_single", "gemm_gflops_all", "conv_gflops_single",
                  "conv_gflops_all")
         return replace(self, compute=[best(c, new_compute.get(c.label), rates) for c in self.compute],
-                       memory=[best(m, new_memory.get(m.name), ("gbs_single", "gbs_all")) for m in self.memory],
+                       memory=monotone([best(m, new_memory.get(m.name), ("gbs_single", "gbs_all"))
+                                        for m in self.memory]),
                        rechecked=sorted(set(self.rechecked) | set(names)))
 
 
@@ -267,7 +268,13 @@ def measure_memory(caches: Sequence[CacheSpec], threads: int, repeats: int, long
                        f"bandwidth with {threads} threads")
     levels = [MemoryLevel(gbs_single=round(single, 3), gbs_all=round(every, 3), **p)
               for p, (single, every) in zip(plan, rates)]
-    for inner, outer in reversed(list(zip(levels, levels[1:]))):  # what the next level out can feed, this one can
+    return monotone(levels)
+
+
+def monotone(levels: List[MemoryLevel]) -> List[MemoryLevel]:
+    """`levels` (L1 out to DRAM) with each never slower than the next level out: what that level can feed,
+    this one can (a noisy run of L3 below DRAM takes DRAM's figure)."""
+    for inner, outer in reversed(list(zip(levels, levels[1:]))):
         inner.gbs_single, inner.gbs_all = max(inner.gbs_single, outer.gbs_single), max(inner.gbs_all, outer.gbs_all)
     return levels
 

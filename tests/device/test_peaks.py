@@ -101,3 +101,7 @@ def test_a_recheck_raises_only_what_it_measured_higher() -> None:
     assert (raised.memory[0].gbs_single, raised.memory[0].gbs_all) == (70.0, 100.0)
     assert raised.compute[1:] == peaks.compute[1:] and raised.memory[1:] == peaks.memory[1:]
     assert raised.rechecked == ["L1 bandwidth", "onnxruntime/fp32 compute"]
+    dram = peaks.memory[-1]
+    faster_dram = peaks.raised([], [type(dram)(**dict(dram.__dict__, gbs_all=60.0))], ["DRAM bandwidth"])
+    assert [m.gbs_all for m in faster_dram.memory] == [100.0, 60.0, 60.0]  # L2 is never slower than DRAM
+    assert peaks == fake_peaks()  # the peaks it was raised from are left as they were

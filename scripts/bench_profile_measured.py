@@ -42,8 +42,12 @@ def main() -> int:
     counts = [int(t) for t in options.threads.split(",")] if options.threads else sorted({1, cores})
     device = device_section()
     peaks = profile_job.device_peaks(device.fingerprint)
-    print(f"device: {device.info.summary}; peaks: {peaks.fp32_gflops_single:.3g}/{peaks.fp32_gflops_all:.3g} "
-          f"GFLOP/s (1/{peaks.threads} cores), {peaks.bandwidth_gbs_single:.3g}/{peaks.bandwidth_gbs_all:.3g} GB/s")
+    assert peaks is not None
+    roof = peaks.compute_roof("onnxruntime", "fp32")
+    dram = peaks.memory[-1]
+    print(f"device: {device.info.summary}; peaks: "
+          + (f"{roof.label} {roof.gflops_single:.3g}/{roof.gflops_all:.3g} GFLOP/s" if roof else "no compute peak")
+          + f" (1/{peaks.threads} cores), DRAM {dram.gbs_single:.3g}/{dram.gbs_all:.3g} GB/s")
     print(f"{'model':14} {'thr':>3} {'whole p50 ms':>12} {'layer sum ms':>12} {'ratio':>6} {'+call ms':>8} "
           f"{'ratio':>6} {'traced run ms':>13} {'cost/node us':>12} {'nodes':>5}  verdict")
     failed = False

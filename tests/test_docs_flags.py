@@ -1,5 +1,5 @@
 """docs/flags.md cannot drift from the CLI: every edge-agent flag its table names exists in that
-subcommand's argparse parser, and the flags marked † (being added on the main branch) do not yet."""
+subcommand's argparse parser."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Dict, List, Set, Tuple
 from agent.cli import build_parser
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "flags.md"
-PENDING = "†"
 _CELL = re.compile(r"(?<!\\)\|")
-_SPAN = re.compile(r"`([^`]+)`(†?)")
+_SPAN = re.compile(r"`([^`]+)`")
 
 
 def subcommand_flags(parser: argparse.ArgumentParser) -> Dict[str, Set[str]]:
@@ -23,47 +22,41 @@ def subcommand_flags(parser: argparse.ArgumentParser) -> Dict[str, Set[str]]:
             for name, sub in commands.choices.items()}
 
 
-def named_flags(markdown: str, commands: Set[str]) -> List[Tuple[str, str, bool]]:
-    """(command, flag, pending) for every `--flag` of a code span that starts with an edge-agent command
-    (`bench --warmup 2s`) in the last column of the document's table rows; pending: marked †."""
-    found: List[Tuple[str, str, bool]] = []
+def named_flags(markdown: str, commands: Set[str]) -> List[Tuple[str, str]]:
+    """(command, flag) for every `--flag` of a code span that starts with an edge-agent command
+    (`bench --warmup 2s`) in the last column of the document's table rows."""
+    found: List[Tuple[str, str]] = []
     for line in markdown.splitlines():
         cells = [cell.strip() for cell in _CELL.split(line.strip())]
         if len(cells) < 3 or set(cells[-2]) <= set("-: "):
             continue
-        for span, mark in _SPAN.findall(cells[-2]):
+        for span in _SPAN.findall(cells[-2]):
             words = span.replace("\\|", "|").split()
             if words and words[0] in commands:
-                found += [(words[0], word.split("=")[0], mark == PENDING) for word in words[1:]
-                          if word.startswith("--")]
+                found += [(words[0], word.split("=")[0]) for word in words[1:] if word.startswith("--")]
     return found
 
 
 def problems(markdown: str, flags: Dict[str, Set[str]]) -> List[str]:
-    """A line for each flag the document names that the parser lacks, or marks † though it exists."""
-    lines = []
-    for command, flag, pending in named_flags(markdown, set(flags)):
-        if flag not in flags[command] and not pending:
-            lines.append(f"docs/flags.md names `{command} {flag}`, which `edge-agent {command}` does not take")
-        elif flag in flags[command] and pending:
-            lines.append(f"docs/flags.md marks `{command} {flag}` {PENDING} (coming), but it exists now: drop the mark")
-    return lines
+    """A line for each flag the document names that the parser lacks."""
+    return [f"docs/flags.md names `{command} {flag}`, which `edge-agent {command}` does not take"
+            for command, flag in named_flags(markdown, set(flags)) if flag not in flags[command]]
 
 
 def test_every_flag_in_docs_flags_exists_in_the_cli() -> None:
     flags = subcommand_flags(build_parser())
     text = DOC.read_text()
     named = named_flags(text, set(flags))
-    assert {command for command, _, _ in named} >= {"bench", "eval", "profile", "select", "peaks"}
+    assert {command for command, _ in named} >= {"bench", "eval", "profile", "select", "peaks"}
     assert len(named) >= 40, named
+    assert ("bench", "--export-times") in named and ("profile", "--export-profile") in named
     assert problems(text, flags) == []
 
 
-def test_the_check_catches_a_flag_that_does_not_exist_and_a_stale_mark() -> None:
+def test_the_check_catches_a_flag_that_does_not_exist() -> None:
     flags = subcommand_flags(build_parser())
-    row = ("| warm-up | `--warmUp=MS` | `--warmup_runs=N` | — | `bench --warm-up N`, `bench --iterations N`†, "
+    row = ("| warm-up | `--warmUp=MS` | `--warmup_runs=N` | — | `bench --warm-up N`, `bench --iterations N`, "
            "`eval --iterations N`, `select --threads 1\\|2` |\n")
     assert problems(row, flags) == [
         "docs/flags.md names `bench --warm-up`, which `edge-agent bench` does not take",
-        f"docs/flags.md marks `bench --iterations` {PENDING} (coming), but it exists now: drop the mark",
         "docs/flags.md names `eval --iterations`, which `edge-agent eval` does not take"]

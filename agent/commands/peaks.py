@@ -9,7 +9,8 @@ from typing import Any
 
 def register(commands: Any) -> None:
     """Add the `peaks` parser."""
-    parser = commands.add_parser("peaks", help="this board's FP32 GFLOP/s and memory GB/s (measured once, cached)")
+    parser = commands.add_parser(
+        "peaks", help="this board's GFLOP/s per runtime/precision and GB/s per memory level (measured once, cached)")
     parser.add_argument("--refresh", action="store_true", help="measure again, replacing the cached figures")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(handler=run)
@@ -20,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.cache import cache_file
     from agent.device.detect import device_section
     from agent.jobs import profile as profile_job
+    from agent.profile.render import count
 
     device = device_section()
     cached = None if args.refresh else profile_job.device_peaks(device.fingerprint, measure=False)
@@ -31,10 +33,19 @@ def run(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     print(f"device: {device.info.summary} (fingerprint {peaks.fingerprint}), {source}")
-    print(f"FP32 GFLOP/s: {peaks.fp32_gflops_single:.3g} on one core, {peaks.fp32_gflops_all:.3g} on "
-          f"{peaks.threads} cores (numpy matmul, {peaks.matmul_size}x{peaks.matmul_size})")
-    print(f"memory GB/s: {peaks.bandwidth_gbs_single:.3g} on one core, {peaks.bandwidth_gbs_all:.3g} on "
-          f"{peaks.threads} cores (copy of {peaks.copy_bytes / 1e6:.0f} MB, read + write)")
-    print(f"ridge: {peaks.fp32_gflops_all / peaks.bandwidth_gbs_all:.3g} FLOPs/byte on all cores; "
-          f"median of {peaks.repeats} runs; cache {cache_file(profile_job.PEAKS_CACHE)}")
+    print(f"compute GFLOP/s, one core / {peaks.threads} cores (best of a GEMM and a conv, each runtime's own kernels):")
+    for peak in peaks.compute:
+        print(f"  {peak.label:<18} {peak.gflops_single:8.3g} / {peak.gflops_all:<8.3g} "
+              f"{peak.runtime} {peak.version}: {peak.kernels}")
+    for runtime, reason in peaks.unmeasured.items():
+        print(f"  {runtime}: not measured ({reason}); its layers are judged by another runtime's peak")
+    if not peaks.compute and not peaks.unmeasured:
+        print("  none: no runtime (onnxruntime, ai-edge-litert / tflite-runtime) is installed")
+    print(f"memory GB/s, one core / {peaks.threads} cores (copy, read + write, at a working set that fits):")
+    for level in peaks.memory:
+        size = f"{count(level.size_bytes, 'B')}, shared by {level.shared_cpus}" if level.size_bytes else "main memory"
+        print(f"  {level.name:<5} {level.gbs_single:8.3g} / {level.gbs_all:<8.3g} ({size}; "
+              f"{count(level.working_set_bytes, 'B')} per thread)")
+    rechecked = f"; re-checked: {', '.join(peaks.rechecked)}" if peaks.rechecked else ""
+    print(f"best of {peaks.repeats} runs{rechecked}; cache {cache_file(profile_job.PEAKS_CACHE)}")
     return 0

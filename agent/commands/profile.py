@@ -26,6 +26,9 @@ def register(commands: Any) -> None:
                         help="the thread counts of --scaling (default: 1..cores, powers of two above 8)")
     parser.add_argument("--plot", metavar="DIR",
                         help="write a roofline chart and a per-layer time/MACs chart as PNG (needs the plot extra)")
+    parser.add_argument("--export-profile", metavar="FILE",
+                        help="write the per-layer times as trtexec's --exportProfile JSON (one file per "
+                             "configuration with per-layer times; several get -<backend>-<precision>-<format>)")
     parser.set_defaults(handler=run)
 
 
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise failure or AgentError("nothing could be profiled")
     if args.output:
         Path(args.output).write_text(report.to_json(reports) + "\n", encoding="utf-8")
+    if args.export_profile:
+        export_profiles(reports, Path(args.export_profile))
     if args.plot:
         from agent.profile.plot import write_plots
 
@@ -61,3 +66,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path}", file=sys.stderr)
     print(report.to_json(reports) if args.json else render_profiles(reports, args.top))
     return failure.exit_code if failure else 0
+
+
+def export_profiles(reports: Any, path: Path) -> None:
+    """Each report with per-layer times to `path` in trtexec's shape (several: the label in the name)."""
+    import json
+
+    from agent.profile.export import export_profile
+
+    arrays = [(r, export_profile(r.profile or {})) for r in reports]
+    found = [(r, a) for r, a in arrays if a is not None]
+    for report, array in found:
+        target = path if len(found) == 1 else path.with_name(
+            f"{path.stem}-{report.backend.get('name')}-{report.model.get('precision')}-"
+            f"{report.model.get('format')}{path.suffix}")
+        target.write_text(json.dumps(array, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {target}", file=sys.stderr)
+    if not found:
+        print("--export-profile: no configuration has per-layer times (only ONNX Runtime traces them)",
+              file=sys.stderr)

@@ -3,28 +3,31 @@
 A measured profile is an ordinary measurement (`agent.jobs.measure.run_measure`, one worker per configuration, under its
 time limit) whose workers also record the runtime's per-op trace; each report then gets a `profile`
 section: the static profile of the file that ran, per-layer times joined onto its layers, the
-roofline against this device's cached peaks, and, with `scaling`, the latency at 1..N threads with
-Amdahl's law fitted. A static profile (`static_only`) runs nothing: one report per model file.
+roofline against this device's cached peaks (a layer or model measured faster than its bound has its
+ceilings re-checked once, `agent.profile.ceilings`, before it is flagged), and, with `scaling`, the
+latency at 1..N threads with Amdahl's law fitted. A static profile (`static_only`) runs nothing: one
+report per model file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
-from agent.backends.registry import get_backend
+from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
 from agent.device.detect import DeviceSection
-from agent.device.peaks import Peaks, cached_peaks
+from agent.device.peaks import Peaks, cached_entry, cached_peaks, store_peaks
+from agent.device.sysfs import SysfsReader
 from agent.errors import AgentError, UsageError, error_from
 from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.messages import TraceSettings
 from agent.measure.plan import MeasureRequest, StartHandler, check_threads, default_threads
+from agent.profile import ceilings
 from agent.profile.measured import profile_section
 from agent.profile.scaling import scaling_section, thread_counts
 from agent.profile.static import static_profile
@@ -43,16 +46,25 @@ class ProfileRequest:
     scaling_threads: Optional[List[int]] = None
 
 
+class SectionInputs(NamedTuple):
+    """What a profile section is made of, but the peaks (which a re-check may raise)."""
+
+    path: str
+    shapes: Mapping[str, Sequence[int]]
+    trace: Optional[Dict[str, Any]]
+    latency: Optional[Dict[str, Any]]
+    threads: int
+    scaling: Optional[Dict[str, Any]]
+    runtime: Optional[str]
+
+
 def device_peaks(fingerprint: str, refresh: bool = False, measure: bool = True) -> Optional[Peaks]:
     """This device's peaks from the cache (`agent.cache`); measured and cached when missing or
     `refresh`, unless `measure` is False (then None when missing)."""
     path = cache_file(PEAKS_CACHE)
     if measure or refresh:
-        return cached_peaks(fingerprint, path, refresh)
-    try:
-        return Peaks.from_dict(json.loads(path.read_text())[fingerprint])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return cached_peaks(fingerprint, path, lambda: ceilings.measure(fingerprint, SysfsReader("/")), refresh)
+    return cached_entry(fingerprint, path)
 
 
 def run_profile(request: ProfileRequest, device: DeviceSection, on_start: Optional[StartHandler] = None,
@@ -74,20 +86,37 @@ def run_profile(request: ProfileRequest, device: DeviceSection, on_start: Option
     except AgentError:  # the ceilings could not be measured: the profile goes without its roofline
         peaks = None
     bundle = open_model(settings.model, verify=False)
-    for report in reports:
-        trace = (report.profile or {}).get("trace") if report.status == "ok" else {
-            "available": False, "runtime": report.backend["name"], "reason": "the measurement failed"}
-        path = (trace or {}).get("model") or report.model["path"]
-        shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
-        if not shapes:  # the run failed before the worker resolved the inputs
-            shapes = _file_shapes(bundle, path, settings.shapes)
-        report.profile = _section(path, shapes, trace, report.latency, peaks, _threads(report, settings),
-                                  scaling.get(report.label))
+    inputs = [_section_inputs(report, bundle, settings, scaling) for report in reports]
+    sections = [_section(*i, peaks) for i in inputs]
+    over = ceilings.over_roof(sections)
+    if peaks is not None and over:
+        try:
+            peaks = ceilings.recheck(peaks, over)
+            store_peaks(peaks, cache_file(PEAKS_CACHE))
+            sections = [_section(*i, peaks) for i in inputs]
+        except AgentError:
+            pass  # the re-check could not run: the rows stay flagged against the first figures
+    for report, section in zip(reports, sections):
+        report.profile = section
     return reports
 
 
+def _section_inputs(report: Report, bundle: Bundle, settings: MeasureRequest,
+                    scaling: Dict[str, Dict[str, Any]]) -> SectionInputs:
+    """What `_section` needs for one measured report, all but the peaks."""
+    trace = (report.profile or {}).get("trace") if report.status == "ok" else {
+        "available": False, "runtime": report.backend["name"], "reason": "the measurement failed"}
+    path = (trace or {}).get("model") or report.model["path"]
+    shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
+    if not shapes:  # the run failed before the worker resolved the inputs
+        shapes = _file_shapes(bundle, path, settings.shapes)
+    return SectionInputs(path, shapes, trace, report.latency, _threads(report, settings), scaling.get(report.label),
+                         report.backend.get("name"))
+
+
 def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Optional[Peaks]) -> List[Report]:
-    """One report per model file of the bundle that `request` selects, with its static profile."""
+    """One report per model file of the bundle that `request` selects, with its static profile; its
+    roofline takes the compute peaks of the first backend that runs the file's format."""
     bundle = open_model(request.model)
     formats = {f for name in request.backends or [] for f in get_backend(name).formats}
     models = [m for m in bundle.models if (not request.precisions or m.precision in request.precisions)
@@ -98,7 +127,9 @@ def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Option
     reports = []
     for model in models:
         shapes = _file_shapes(bundle, str(model.path), request.shapes)
-        section = _section(str(model.path), shapes, None, None, peaks, threads, None)
+        runtime = next((b.name for b in BACKENDS.values() if model.format in b.formats
+                        and (not request.backends or b.name in request.backends)), None)
+        section = _section(str(model.path), shapes, None, None, threads, None, runtime, peaks)
         reports.append(Report("profile", device, _model_section(bundle, model),
                               {"name": None, "version": None, "configuration": None}, profile=section))
     return reports
@@ -119,14 +150,15 @@ def sweep(request: MeasureRequest, device: DeviceSection, counts: Sequence[int],
 
 
 def _section(path: str, shapes: Mapping[str, Sequence[int]], trace: Optional[Dict[str, Any]],
-             latency: Optional[Dict[str, Any]], peaks: Optional[Peaks], threads: int,
-             scaling: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The profile section, or `{"error": ...}` naming why this file could not be profiled."""
+             latency: Optional[Dict[str, Any]], threads: int, scaling: Optional[Dict[str, Any]],
+             runtime: Optional[str], peaks: Optional[Peaks]) -> Dict[str, Any]:
+    """The profile section, or `{"error": ...}` naming why this file could not be profiled; `runtime`
+    (the backend that ran, None for a static profile) chooses the compute ceilings."""
     try:
         profile = static_profile(path, shapes)
     except AgentError as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
-    return profile_section(profile, trace, latency, peaks, threads, scaling)
+    return profile_section(profile, trace, latency, peaks, threads, scaling, runtime)
 
 
 def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:

@@ -6,13 +6,18 @@ no time of their own (`measured_ms` null, `fused_into` names the head). A head's
 are those of its whole group: the FLOPs of every layer in it, and the bytes a fused kernel moves
 (what the group reads from outside it and writes for readers outside it). Where the backend has no
 per-op timer (TFLite from Python) only the whole-model figures are given.
+
+Each layer is judged by the ceilings that apply to it (`agent.device.peaks.roofline`): the compute
+peak of the runtime that ran it at the layer's own precision (its data input's dtype: int8/uint8 layers
+by the int8 peak), and the bandwidth of the innermost memory level its bytes fit in. A layer (or the
+whole model) measured faster than that bound carries `peak_under_measured`: the ceiling is too low.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Set
 
-from agent.device.peaks import Peaks, roofline
+from agent.device.peaks import Peaks, Roofline, roofline
 from agent.graph.model import Graph
 from agent.profile.join import Join, RuntimeNode, join_by_name, join_runtime
 from agent.profile.static import Profile
@@ -45,7 +50,20 @@ def group_bytes(graph: Graph, members: Set[int]) -> Optional[int]:
     return None if any(s is None for s in sizes) else sum(int(s or 0) for s in sizes)
 
 
-def layer_rows(profile: Profile, join: Optional[Join], peaks: Optional[Peaks], threads: int) -> List[Dict[str, Any]]:
+def precision_of(dtype: str) -> str:
+    """The precision whose compute ceiling judges a layer whose data input has `dtype`."""
+    return {"int8": "int8", "uint8": "int8", "float16": "fp16"}.get(dtype, "fp32")
+
+
+def _roof(flops: Optional[int], moved: Optional[int], dtype: str, peaks: Optional[Peaks], threads: int,
+          runtime: Optional[str]) -> Optional[Roofline]:
+    if peaks is None or flops is None or moved is None:
+        return None
+    return roofline(flops, moved, peaks, threads > 1, runtime, precision_of(dtype))
+
+
+def layer_rows(profile: Profile, join: Optional[Join], peaks: Optional[Peaks], threads: int,
+               runtime: Optional[str] = None) -> List[Dict[str, Any]]:
     """`profile.layers[]`: the static fields plus the measured and roofline fields (docs/profile.md)."""
     total_ms = sum(c.measured_ms for c in profile.layers if c.measured_ms is not None)
     groups: Dict[int, Set[int]] = {}
@@ -63,18 +81,20 @@ def layer_rows(profile: Profile, join: Optional[Join], peaks: Optional[Peaks], t
             flops = None if any(f is None for f in parts) else sum(int(f or 0) for f in parts)
             moved = group_bytes(profile.graph, members)
         ms = cost.measured_ms
-        row.update(share=round(ms / total_ms, 6) if ms is not None and total_ms else None,
+        row.update(group_flops=flops, group_bytes=moved,
+                   share=round(ms / total_ms, 6) if ms is not None and total_ms else None,
                    achieved_gflops=_rate(flops, ms), achieved_gbs=_rate(moved, ms),
-                   bound=None, lower_bound_ms=None, roof_fraction=None,
+                   bound=None, lower_bound_ms=None, roof_fraction=None, ceiling=None, peak_under_measured=False,
                    fused_into=profile.layers[join.fused_into[index]].name if join and index in join.fused_into
                    else None,
                    fused_layers=[profile.layers[i].name for i in sorted(members - {index})],
                    runtime_nodes=list(join.nodes_of.get(index, [])) if join else [],
                    folded=index in folded)
-        if peaks is not None and flops is not None and moved is not None:
-            roof = roofline(flops, moved, peaks, all_threads=threads > 1)
-            row.update(bound=roof.bound, lower_bound_ms=round(roof.lower_bound_ms, 9),
-                       roof_fraction=round(roof.lower_bound_ms / ms, 6) if ms else None)
+        roof = _roof(flops, moved, cost.dtype, peaks, threads, runtime)
+        if roof is not None:
+            fraction = round(roof.lower_bound_ms / ms, 6) if ms else None
+            row.update(bound=roof.bound, lower_bound_ms=round(roof.lower_bound_ms, 9), roof_fraction=fraction,
+                       ceiling=roof.ceiling, peak_under_measured=fraction is not None and fraction > 1.0)
         rows.append(row)
     return rows
 
@@ -89,16 +109,19 @@ def _rate(amount: Optional[int], ms: Optional[float]) -> Optional[float]:
 
 
 def measured_summary(profile: Profile, join: Optional[Join], trace: Optional[Dict[str, Any]],
-                     latency: Optional[Dict[str, Any]], peaks: Optional[Peaks], threads: int) -> Dict[str, Any]:
+                     latency: Optional[Dict[str, Any]], peaks: Optional[Peaks], threads: int,
+                     runtime: Optional[str] = None) -> Dict[str, Any]:
     """`profile.measured`: per-layer sums against the whole-model latency, and whole-model figures."""
     totals = profile.totals()
     p50 = latency.get("p50_ms") if latency else None
-    bounds = [roofline(c.flops, _moved(c.bytes_read, c.bytes_written), peaks, threads > 1).lower_bound_ms
-              for c in profile.layers] if peaks is not None else []
+    roofs = [_roof(c.flops or 0, _moved(c.bytes_read, c.bytes_written) or 0, c.dtype, peaks, threads, runtime)
+             for c in profile.layers]
+    bounds = [r.lower_bound_ms for r in roofs if r is not None]
     moved = _moved(totals["bytes_read"], totals["bytes_written"])  # type: ignore[arg-type]
+    fraction = round(sum(bounds) / p50, 6) if bounds and p50 else None
     whole = {"p50_ms": p50, "achieved_gflops": _rate(totals["flops"], p50),  # type: ignore[arg-type]
              "achieved_gbs": _rate(moved, p50), "lower_bound_ms": round(sum(bounds), 9) if bounds else None,
-             "roof_fraction": round(sum(bounds) / p50, 6) if bounds and p50 else None}
+             "roof_fraction": fraction, "peak_under_measured": fraction is not None and fraction > 1.0}
     summary: Dict[str, Any] = {"available": bool(trace and trace.get("available")), "whole_model": whole}
     if not summary["available"]:
         summary.update(runtime=(trace or {}).get("runtime"), reason=(trace or {}).get(
@@ -138,27 +161,40 @@ def runtime_fusions(profile: Profile, join: Optional[Join]) -> Dict[str, Any]:
     return {"count": len(groups), "groups": groups}
 
 
-def roofline_summary(rows: List[Dict[str, Any]], peaks: Optional[Peaks], threads: int) -> Optional[Dict[str, Any]]:
-    """`profile.roofline`: the ceilings used and how many layers each one bounds."""
+def roofline_summary(rows: List[Dict[str, Any]], peaks: Optional[Peaks], threads: int,
+                     runtime: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """`profile.roofline`: the ceilings this run is judged by and how many layers each one bounds."""
     if peaks is None:
         return None
     all_threads = threads > 1
-    gflops = peaks.fp32_gflops_all if all_threads else peaks.fp32_gflops_single
-    bandwidth = peaks.bandwidth_gbs_all if all_threads else peaks.bandwidth_gbs_single
-    bounds = [r["bound"] for r in rows if r["bound"] is not None and r["fused_into"] is None]
+    heads = [r for r in rows if r["ceiling"] is not None and r["fused_into"] is None]
+    compute = {p.label: p.gflops(all_threads) for p in
+               (peaks.compute_roof(runtime, precision_of(r["dtype"])) for r in heads) if p is not None}
+    if not compute:
+        return None
+    memory: List[Dict[str, Any]] = [{"name": m.name, "capacity_bytes": m.capacity(threads if all_threads else 1),
+                                     "gbs": m.gbs(all_threads)} for m in peaks.memory]
+    by_ceiling: Dict[str, int] = {}
+    for row in heads:
+        by_ceiling[row["ceiling"]] = by_ceiling.get(row["ceiling"], 0) + 1
+    gflops, dram = max(compute.values()), peaks.memory[-1].gbs(all_threads)
+    bounds = [r["bound"] for r in heads]
     return {"peaks": peaks.to_dict(), "threads": threads, "ceiling": "all cores" if all_threads else "one core",
-            "gflops": gflops, "gbs": bandwidth, "ridge_intensity": round(gflops / bandwidth, 4),
+            "compute": compute, "memory": memory, "gflops": gflops, "gbs": dram,
+            "ridge_intensity": round(gflops / dram, 4), "by_ceiling": by_ceiling, "rechecked": peaks.rechecked,
             "compute_bound_layers": bounds.count("compute"), "memory_bound_layers": bounds.count("memory")}
 
 
 def profile_section(profile: Profile, trace: Optional[Dict[str, Any]], latency: Optional[Dict[str, Any]],
-                    peaks: Optional[Peaks], threads: int, scaling: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """A report's `profile` section: the static profile, with measured times, roofline and scaling joined."""
+                    peaks: Optional[Peaks], threads: int, scaling: Optional[Dict[str, Any]] = None,
+                    runtime: Optional[str] = None) -> Dict[str, Any]:
+    """A report's `profile` section: the static profile, with measured times, roofline and scaling joined;
+    `runtime` (the backend that ran) chooses the compute ceilings."""
     join = join_trace(profile, trace) if trace and trace.get("available") else None
-    rows = layer_rows(profile, join, peaks, threads)
+    rows = layer_rows(profile, join, peaks, threads, runtime)
     section = profile.to_dict()
     section["layers"] = rows
     section["fusion"]["runtime"] = runtime_fusions(profile, join)  # type: ignore[index]
-    section.update(roofline=roofline_summary(rows, peaks, threads),
-                   measured=measured_summary(profile, join, trace, latency, peaks, threads), scaling=scaling)
+    section.update(roofline=roofline_summary(rows, peaks, threads, runtime),
+                   measured=measured_summary(profile, join, trace, latency, peaks, threads, runtime), scaling=scaling)
     return section

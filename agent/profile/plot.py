@@ -32,8 +32,8 @@ def _slug(text: str) -> str:
 
 
 def roofline_chart(pyplot: Any, section: Dict[str, Any], title: str, path: Path) -> Optional[Path]:
-    """Attained GFLOP/s against FLOPs per byte, under this board's two ceilings; None without peaks
-    or without a layer to place."""
+    """Attained GFLOP/s against FLOPs per byte, under every ceiling the layers were judged by (each
+    runtime/precision's compute peak, each memory level's bandwidth); None without peaks or layers."""
     roof = section.get("roofline")
     # a head's rates are its fused group's: its intensity is GFLOP/s over GB/s, not the layer's own
     points = [(r["achieved_gflops"] / r["achieved_gbs"], r["achieved_gflops"]) for r in section["layers"]
@@ -46,16 +46,21 @@ def roofline_chart(pyplot: Any, section: Dict[str, Any], title: str, path: Path)
     if not points:
         return None
     figure, axes = pyplot.subplots(figsize=(8, 5))
-    low = min(min(x for x, _ in points), roof["ridge_intensity"]) / 4
-    high = max(max(x for x, _ in points), roof["ridge_intensity"]) * 4
-    xs = [low, roof["ridge_intensity"], high]
-    axes.loglog(xs, [min(roof["gflops"], x * roof["gbs"]) for x in xs], color="black",
-                label=f"roof: {roof['gflops']:.3g} GFLOP/s, {roof['gbs']:.3g} GB/s ({roof['ceiling']})")
-    axes.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7, label="layers")
+    ridges = [g / m["gbs"] for g in roof["compute"].values() for m in roof["memory"]]
+    low = min(min(x for x, _ in points), *ridges) / 4
+    high = max(max(x for x, _ in points), *ridges) * 4
+    top = max(roof["compute"].values())
+    for level in roof["memory"]:  # each level's bandwidth, up to the highest compute ceiling
+        axes.loglog([low, top / level["gbs"]], [low * level["gbs"], top], linestyle="--", linewidth=1,
+                    label=f"{level['name']} {level['gbs']:.3g} GB/s")
+    for label, gflops in roof["compute"].items():
+        axes.loglog([low, high], [gflops, gflops], linewidth=1.5, label=f"{label} {gflops:.3g} GFLOP/s")
+    axes.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7, color="black", label="layers")
+    axes.set_xlim(low, high)
     axes.set_xlabel("arithmetic intensity (FLOPs / byte)")
     axes.set_ylabel("GFLOP/s")
-    axes.set_title(title)
-    axes.legend(loc="lower right")
+    axes.set_title(f"{title} ({roof['ceiling']})")
+    axes.legend(loc="lower right", fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)

@@ -1,8 +1,10 @@
 """The readable form of profile reports: a summary, then the costliest layers and why they cost it here.
 
 Layers are sorted by measured time (static profiles: by MACs); `top` keeps the first N. The `why`
-column says where a layer sits on this board's roofline: compute- or memory-bound, and the fraction
-of the roofline bound its measured time reaches (100% = as fast as the board allows).
+column says where a layer sits on this board's roofline: compute- or memory-bound, the ceiling that
+judged it (a runtime/precision's compute peak, or a memory level's bandwidth), and the fraction of
+the roofline bound its measured time reaches (100% = as fast as the board allows). A fraction above
+100% is never printed bare: it says that the peak was under-measured.
 """
 
 from __future__ import annotations
@@ -46,15 +48,25 @@ def why(row: Dict[str, Any]) -> str:
         return f"fused into {short(row['fused_into'], 30)}"
     if row.get("note"):
         return f"not counted: {row['note']}"
-    text = f"{row['bound']}-bound" if row.get("bound") else "no roofline (run `edge-agent peaks`)"
+    text = f"{row['bound']}-bound ({_ceiling(row['ceiling'])})" if row.get("bound") else \
+        "no roofline (run `edge-agent peaks`)"
     if row.get("roof_fraction") is not None:
-        text += f", {percent(row['roof_fraction'])} of roof"
+        text += f", {roof_text(row['roof_fraction'], row.get('peak_under_measured'))}"
     elif row.get("lower_bound_ms") is not None:
         text += f", >= {number(row['lower_bound_ms'])} ms"
     if row.get("fused_layers"):
         text += " (+ " + ", ".join(short(n, 24) for n in row["fused_layers"][:3]) + \
             (", ..." if len(row["fused_layers"]) > 3 else "") + ")"
     return text
+
+
+def roof_text(fraction: float, under_measured: Optional[bool]) -> str:
+    """"35.4% of roof", or "112.0% of roof (peak under-measured)" when the bound was beaten."""
+    return f"{percent(fraction)} of roof" + (" (peak under-measured)" if under_measured else "")
+
+
+def _ceiling(ceiling: str) -> str:
+    return ceiling[:-len(" compute")] if ceiling.endswith(" compute") else ceiling[:-len(" bandwidth")]
 
 
 def ordered_layers(section: Dict[str, Any], top: Optional[int]) -> List[Dict[str, Any]]:
@@ -100,7 +112,9 @@ def summary(report: Report) -> List[str]:
     whole = measured["whole_model"]
     if whole.get("p50_ms") is not None:
         lines.append(f"whole model: p50 {number(whole['p50_ms'])} ms, {number(whole['achieved_gflops'])} GFLOP/s, "
-                     f"{number(whole['achieved_gbs'])} GB/s, {percent(whole['roof_fraction'])} of roof")
+                     f"{number(whole['achieved_gbs'])} GB/s"
+                     + (f", {roof_text(whole['roof_fraction'], whole.get('peak_under_measured'))}"
+                        if whole.get("roof_fraction") is not None else ""))
     if measured["available"]:
         lines.append(f"per layer ({measured['runtime']} trace, {measured['runs']} runs): sum "
                      f"{number(measured['nodes_sum_ms'])} ms = {number(measured['sum_to_whole_ratio'])} x the "
@@ -111,9 +125,13 @@ def summary(report: Report) -> List[str]:
         lines.append(f"per layer: not measured ({measured.get('reason')})")
     roof = section.get("roofline")
     if roof:
-        lines.append(f"roofline ({roof['ceiling']}): {number(roof['gflops'])} GFLOP/s, {number(roof['gbs'])} GB/s, "
-                     f"ridge {number(roof['ridge_intensity'])} FLOP/B; {roof['compute_bound_layers']} layers "
+        compute = ", ".join(f"{label} {number(gflops)} GFLOP/s" for label, gflops in roof["compute"].items())
+        memory = ", ".join(f"{m['name']} {number(m['gbs'])} GB/s" + (
+            f" (<= {count(m['capacity_bytes'], 'B')})" if m["capacity_bytes"] else "") for m in roof["memory"])
+        lines.append(f"roofline ({roof['ceiling']}): {compute}; {memory}; {roof['compute_bound_layers']} layers "
                      f"compute-bound, {roof['memory_bound_layers']} memory-bound")
+        if roof["rechecked"]:
+            lines.append("re-checked with a bigger problem (a layer beat its bound): " + ", ".join(roof["rechecked"]))
     lines += _fusions(section) + _scaling(section.get("scaling"))
     lines += [f"not counted: {e['count']} {e['op']} layer(s): op not known to the profiler"
               for e in section["unknown_ops"]]

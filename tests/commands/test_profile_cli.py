@@ -14,23 +14,23 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from support.cli import QUICK, run_cli
-
-from agent.device.peaks import Peaks
+from support.peaks import fake_peaks
 
 LAYER_KEYS = {"name", "op", "macs", "flops", "params", "bytes_read", "bytes_written", "intensity", "measured_ms",
-              "share", "achieved_gflops", "achieved_gbs", "bound", "lower_bound_ms", "roof_fraction", "fused_into"}
+              "share", "achieved_gflops", "achieved_gbs", "bound", "lower_bound_ms", "roof_fraction", "fused_into",
+              "ceiling", "peak_under_measured", "group_flops", "group_bytes"}
 TOTAL_KEYS = {"macs", "flops", "mults", "params", "bytes_read", "bytes_written", "peak_activation_bytes",
               "unknown_ops", "measured_ms"}
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
-    """A cache folder holding peaks for this device (figures of a small board, not measured)."""
+    """A cache folder holding peaks for this device (made-up figures no run here beats: no re-check runs)."""
     from agent.device.detect import device_section
 
     folder = tmp_path_factory.mktemp("cache")
     fingerprint = device_section().fingerprint
-    peaks = Peaks(fingerprint, 20.0, 60.0, 8.0, 15.0, 4, 1024, 1 << 27, 5)
+    peaks = fake_peaks(fingerprint, scale=20.0)
     (folder / "peaks.json").write_text(json.dumps({fingerprint: peaks.to_dict()}))
     return {"EDGE_AGENT_CACHE_DIR": str(folder)}
 
@@ -57,9 +57,9 @@ def onnx_file(path: Path, nodes: List, inputs: Dict[str, List], outputs: Dict[st
 
 def test_profile_digits_onnxruntime_joins_the_trace_onto_every_layer(digits: Path, cache: Dict[str, str],
                                                                      tmp_path: Path) -> None:
-    output = tmp_path / "profile.json"
+    output, exported = tmp_path / "profile.json", tmp_path / "layers.json"
     result = run_cli("profile", str(digits), "--backend", "onnxruntime", "--json", "--output", str(output),
-                     *QUICK, env=cache)
+                     "--export-profile", str(exported), *QUICK, env=cache)
     assert result.code == 0, result.stderr
     (report,) = result.json()
     assert json.loads(output.read_text()) == result.json()
@@ -75,16 +75,30 @@ def test_profile_digits_onnxruntime_joins_the_trace_onto_every_layer(digits: Pat
     assert sum(timed) == pytest.approx(measured["layers_sum_ms"]) == pytest.approx(profile["totals"]["measured_ms"])
     assert measured["whole_model_p50_ms"] == report["latency"]["p50_ms"]
     assert 0.2 < measured["sum_to_whole_ratio"] < 5  # the 10% target is checked by scripts/bench_profile.py
+    heads = [layer for layer in profile["layers"] if layer["op"] == "Conv"]
     fused = {layer["op"]: layer["fused_into"] for layer in profile["layers"] if layer["fused_into"]}
     assert set(fused) == {"Relu", "Add"}
     assert profile["fusion"]["runtime"]["count"] == 4
-    assert profile["roofline"]["peaks"]["fp32_gflops_all"] == 60.0  # the cached entry, not a new measurement
-    heads = [layer for layer in profile["layers"] if layer["op"] == "Conv"]
+    assert profile["roofline"]["compute"] == {"onnxruntime/fp32": 800.0}  # the cached entry, not a new measurement
+    assert profile["roofline"]["rechecked"] == [] and not any(layer["peak_under_measured"] for layer in heads)
     assert all(layer["bound"] in ("compute", "memory") and layer["lower_bound_ms"] > 0 for layer in heads)
     # A roof fraction needs a measured time: on a loaded machine the calibrated profiler overhead can leave
     # a tiny layer at 0 ms, and then it has none (as the table shows the lower bound instead).
     assert all((layer["roof_fraction"] or 0) > 0 or layer["measured_ms"] == 0 for layer in heads)
     assert any((layer["roof_fraction"] or 0) > 0 for layer in heads)
+    # trtexec's --exportProfile shape: the run count, then one entry per timed layer, plus the roofline's fields
+    first, *entries = json.loads(exported.read_text())
+    assert first == {"count": measured["runs"]} and len(entries) == len(timed)
+    by_name = {layer["name"]: layer for layer in profile["layers"]}
+    for entry in entries:
+        layer = by_name[entry["name"]]
+        assert entry["averageMs"] == layer["measured_ms"]
+        assert entry["timeMs"] == pytest.approx(measured["runs"] * layer["measured_ms"])
+        assert (entry["op_type"], entry["bound"], entry["ceiling"]) == (layer["op"], layer["bound"], layer["ceiling"])
+        assert entry["flops"] == layer["group_flops"] and entry["bytes"] == layer["group_bytes"] > 0
+        assert entry["peak_under_measured"] is False and "medianMs" not in entry
+    assert sum(e["percentage"] for e in entries) == pytest.approx(100, abs=0.01)
+    assert f"wrote {exported}" in result.stderr
 
 
 def test_profile_table_sorts_by_time_and_says_tflite_has_no_timer(digits: Path, cache: Dict[str, str]) -> None:
@@ -116,6 +130,9 @@ def test_static_profile_runs_nothing_and_sorts_by_macs(mobilenet: Path, cache: D
         assert report["profile"]["totals"]["macs"] >= 300_774_272
         assert all(layer["measured_ms"] is None for layer in report["profile"]["layers"])
         assert report["profile"]["measured"]["available"] is False
+    # a static profile is judged by the runtime that runs its format (the cached figures are made up)
+    compute = {r["model"]["format"]: r["profile"]["roofline"]["compute"] for r in reports}
+    assert compute == {"onnx": {"onnxruntime/fp32": 800.0}, "tflite": {"tflite/fp32": 960.0}}
     table = run_cli("profile", str(mobilenet), "--static", "--backend", "onnxruntime", "--top", "4", env=cache)
     assert table.code == 0, table.stderr
     macs = [line.split()[4] for line in table.stdout.splitlines()[-4:]]
@@ -154,15 +171,28 @@ def test_plot_without_matplotlib_names_the_extra(digits: Path, cache: Dict[str, 
 
 
 def test_peaks_measures_once_then_reads_the_cache(tmp_path: Path) -> None:
+    from agent.device.detect import device_section
+
     env = {"EDGE_AGENT_CACHE_DIR": str(tmp_path)}
+    fingerprint = device_section().fingerprint
+    old = {"fingerprint": fingerprint, "fp32_gflops_single": 1.0, "bandwidth_gbs_all": 1.0}  # before format 2
+    (tmp_path / "peaks.json").write_text(json.dumps({fingerprint: old}))
     first = run_cli("peaks", "--json", env=env)
     assert first.code == 0, first.stderr
     measured = first.json()
-    assert measured["source"] == "measured now" and measured["fp32_gflops_single"] > 0.1
+    assert measured["source"] == "measured now" and measured["format"] == 2  # the old entry is measured again
     assert measured["cache"] == str(tmp_path / "peaks.json")
     assert set(json.loads((tmp_path / "peaks.json").read_text())) == {measured["fingerprint"]}
+    labels = {f"{c['runtime']}/{c['precision']}" for c in measured["compute"]}
+    assert {"onnxruntime/fp32", "onnxruntime/int8", "tflite/fp32", "tflite/int8"} <= labels
+    assert all(c["gflops_all"] >= c["gflops_single"] > 0 for c in measured["compute"])
+    levels = [m["name"] for m in measured["memory"]]
+    assert levels[-1] == "DRAM" and all(m["gbs_single"] > 0 for m in measured["memory"])
+    if Path("/sys/devices/system/cpu/cpu0/cache/index0").is_dir():
+        assert levels[0] == "L1" and measured["memory"][0]["size_bytes"] > 0
     second = run_cli("peaks", env=env)
-    assert second.code == 0 and "cached" in second.stdout.splitlines()[0] and "FP32 GFLOP/s" in second.stdout
+    assert second.code == 0 and "cached" in second.stdout.splitlines()[0], second.stderr
+    assert "onnxruntime/int8" in second.stdout and "DRAM" in second.stdout and "GB/s" in second.stdout
     refreshed = run_cli("peaks", "--refresh", "--json", env=env)
     assert refreshed.code == 0 and refreshed.json()["source"] == "measured now"
 

@@ -154,7 +154,7 @@ def _first(values: Optional[List[float]]) -> Optional[float]:
 
 _IDENTITY = (
     Column("backend", "backend", lambda r: r.backend["name"], _text),
-    Column("version", "version", lambda r: runtime_label(r.backend.get("version"), _package(r)), _text),
+    Column("version", "version", lambda r: report_runtime(r), _text),
     Column("format", "format", lambda r: r.model.get("format"), _text),
     Column("prec", "precision", lambda r: r.model.get("precision"), _text),
     Column("thr", "threads", lambda r: _threads(r), _text),
@@ -267,8 +267,9 @@ def runtime_label(version: Optional[str], package: Optional[str] = None) -> str:
     return f"{package.replace('_', '-')} {version}" if package else version
 
 
-def _package(report: Report) -> Optional[str]:
-    return (report.backend.get("configuration") or {}).get("package")
+def report_runtime(report: Report) -> str:
+    """The runtime version a report ran, with its package where that differs (`runtime_label`)."""
+    return runtime_label(report.backend.get("version"), (report.backend.get("configuration") or {}).get("package"))
 
 
 def _threads(report: Report) -> Any:

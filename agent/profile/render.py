@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from agent.report import Report, percent
+from agent.report import Report, percent, report_runtime
 
 NAME_WIDTH = 44
 _COLUMNS = ("layer", "op", "ms", "share", "MACs", "FLOP/B", "GFLOP/s", "GB/s", "why")
@@ -94,7 +94,7 @@ def summary(report: Report) -> List[str]:
     """The lines above the table: what ran, whole-model figures, totals, roofline and scaling."""
     section = report.profile or {}
     backend = report.backend.get("name")
-    config = f"{backend} {report.backend.get('version') or ''}".strip() if backend else "static profile (not run)"
+    config = f"{backend} {report_runtime(report)}" if backend else "static profile (not run)"
     lines = [f"profile: {report.model.get('name')} {report.model.get('precision')} ({report.model.get('format')}), "
              f"{config}", f"device: {report.device.info.summary}"]
     if report.status != "ok" and report.error:
@@ -115,6 +115,9 @@ def summary(report: Report) -> List[str]:
                      f"{number(whole['achieved_gbs'])} GB/s"
                      + (f", {roof_text(whole['roof_fraction'], whole.get('peak_under_measured'))}"
                         if whole.get("roof_fraction") is not None else ""))
+    stability = (report.latency or {}).get("stability")
+    if stability and stability["verdict"] == "unstable":
+        lines.append(f"UNSTABLE timed loop: {'; '.join(stability['reasons'])} (docs/report.md, Stability)")
     if measured["available"]:
         lines.append(f"per layer ({measured['runtime']} trace, {measured['runs']} runs): sum "
                      f"{number(measured['nodes_sum_ms'])} ms = {number(measured['sum_to_whole_ratio'])} x the "

@@ -5,25 +5,21 @@ the CLI on this machine, two in-process runs that describe themselves as a captu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Iterator
 
 import pytest
 
 pytest.importorskip("sqlalchemy", reason="the coordinator extra (SQLAlchemy, Alembic, psycopg) is not installed")
 
 from support.cli import QUICK, run_cli  # noqa: E402
+from support.fleet import ORIN, RealReports  # noqa: E402
 from support.postgres import PostgresServer, postgres_bin  # noqa: E402
 
 from agent.device.detect import device_section  # noqa: E402
 from agent.fleet.store.database import Store, open_store  # noqa: E402
 from agent.jobs.measure import run_measure  # noqa: E402
 from agent.measure.plan import MeasureRequest  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-ORIN = ROOT / "tests" / "fixtures" / "boards" / "jetson-orin-nano"
-Document = Dict[str, Any]
 
 
 @pytest.fixture(scope="session")
@@ -50,15 +46,6 @@ def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
     opened.close()
-
-
-@dataclass(frozen=True)
-class RealReports:
-    """Reports of real bench runs, and real info reports."""
-
-    host: List[Document]  # `edge-agent bench models/digits --json` on this machine
-    orin: List[List[Document]]  # two runs whose device section is the captured Orin Nano's
-    host_info: Document  # `edge-agent info --json`
 
 
 @pytest.fixture(scope="session")

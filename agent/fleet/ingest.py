@@ -46,7 +46,6 @@ from agent.mqtt.schema import is_command_id
 
 TOPIC_KINDS = {"status": "status", "telemetry": "telemetry", "events": "event", "results": "result"}
 MEASUREMENT_COMMANDS = ("bench", "eval", "profile")
-OUTCOMES = ("stored", "duplicate", "seen", "rejected")
 
 
 @dataclass(frozen=True)
@@ -215,15 +214,16 @@ def _status(board: Board, status: Status, now: datetime) -> None:
 
 
 def _result(session: Session, board: Board, result: Result, ts: datetime, now: datetime, payload: bytes) -> bool:
-    """Store a result once: False when (device, command id) is stored already (a replay)."""
-    key = (StoredResult.device_id == board.device_id, StoredResult.command_id == result.command_id)
-    if session.scalar(select(StoredResult.id).where(*key)) is not None:
-        return False
+    """Store a result once: False when (device, command id) is stored already (a replay); only a new
+    result describes its board."""
     row = StoredResult(device_id=board.device_id, command_id=result.command_id, cmd=result.cmd, status=result.status,
                        code=reports.text(result.code, 64), ts=ts, received_at=now, payload=payload.decode("utf-8"))
     if result.cmd in MEASUREMENT_COMMANDS:
-        measured = reports.measurements(result.report)
-        row.measurements = [Measurement(device_id=board.device_id, ts=ts, **asdict(item)) for item in measured]
+        row.measurements = [Measurement(device_id=board.device_id, ts=ts, **asdict(item))
+                            for item in reports.measurements(result.report)]
+    if not _insert_once(session, row):
+        return False
+    if result.cmd in MEASUREMENT_COMMANDS:
         first = reports.field(result.report, "reports")
         _hardware(board, reports.field(first[0], "device") if isinstance(first, list) and first else None, ts)
     elif result.cmd == "info":
@@ -231,7 +231,7 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
         listed = reports.runtimes(result.report)
         if listed is not None and (board.hardware_at is None or ts >= board.hardware_at):
             board.runtimes = [BoardRuntime(**asdict(runtime)) for runtime in listed]
-    return _insert_once(session, row)
+    return True
 
 
 def _hardware(board: Board, device: object, ts: datetime) -> None:

@@ -4,6 +4,7 @@ presence from status and last will, bounded telemetry, and every bad message rec
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List
 
 import pytest
@@ -161,3 +162,12 @@ def test_a_bench_result_describes_its_board(store: Store, real: RealReports) -> 
     ingest(store, *bench_result("orin-1", real.orin[0], "cmd-1"))
     board = _board(store, "orin-1")
     assert (board.board_model, board.jetpack, board.l4t) == (real.orin[0][0]["device"]["model"], "6.2", "36.4.3")
+
+
+def test_concurrent_deliveries_of_one_result_store_it_once(store: Store, real: RealReports) -> None:
+    # Coordinators (or threads) may receive the same result, from a board not seen before, at once.
+    topic, payload = bench_result("host-1", real.host, "cmd-1")
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: ingest(store, topic, payload).outcome, range(16)))
+    assert sorted(outcomes) == ["duplicate"] * 15 + ["stored"]
+    assert _count(store, StoredResult) == 1 and _count(store, Measurement) == len(real.host)

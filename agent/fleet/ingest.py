@@ -210,7 +210,7 @@ def _status(board: Board, status: Status, now: datetime) -> None:
     board.state, board.state_since = status.state, now
     board.agent_version = reports.text(status.version)
     board.groups = list(status.groups or [])
-    board.platform = reports.text(reports.field(status.platform, "summary"))
+    board.platform = reports.text(reports.lookup(status.platform, "summary"))
 
 
 def _result(session: Session, board: Board, result: Result, ts: datetime, now: datetime, payload: bytes) -> bool:
@@ -224,10 +224,10 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
     if not _insert_once(session, row):
         return False
     if result.cmd in MEASUREMENT_COMMANDS:
-        first = reports.field(result.report, "reports")
-        _hardware(board, reports.field(first[0], "device") if isinstance(first, list) and first else None, ts)
+        first = reports.lookup(result.report, "reports")
+        _hardware(board, reports.lookup(first[0], "device") if isinstance(first, list) and first else None, ts)
     elif result.cmd == "info":
-        _hardware(board, reports.field(result.report, "device"), ts)
+        _hardware(board, reports.lookup(result.report, "device"), ts)
         listed = reports.runtimes(result.report)
         if listed is not None and (board.hardware_at is None or ts >= board.hardware_at):
             board.runtimes = [BoardRuntime(**asdict(runtime)) for runtime in listed]

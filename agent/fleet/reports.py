@@ -78,9 +78,9 @@ def hardware(device: Any) -> Optional[Hardware]:
         return None
     return Hardware(
         kind=text(device.get("kind"), 32), board_model=board_model(device),
-        jetpack=text(field(device, "jetson", "jetpack")), l4t=text(field(device, "jetson", "l4t")),
-        soc=text(field(device, "jetson", "soc")), cpu_model=text(field(device, "cpu", "model")),
-        cpu_arch=text(field(device, "cpu", "arch")), cpu_cores=integer(field(device, "cpu", "cores")),
+        jetpack=text(lookup(device, "jetson", "jetpack")), l4t=text(lookup(device, "jetson", "l4t")),
+        soc=text(lookup(device, "jetson", "soc")), cpu_model=text(lookup(device, "cpu", "model")),
+        cpu_arch=text(lookup(device, "cpu", "arch")), cpu_cores=integer(lookup(device, "cpu", "cores")),
         memory_total_mib=integer(device.get("memory_total_mib")), os=text(device.get("os")),
         kernel=text(device.get("kernel")), cuda=text(device.get("cuda")), tensorrt=text(device.get("tensorrt")),
         fingerprint=text(device.get("fingerprint"), 16))
@@ -91,7 +91,7 @@ def board_model(device: Any) -> Optional[str]:
     its CPU model; else its kind."""
     if not isinstance(device, dict):
         return None
-    return text(device.get("model")) or text(field(device, "cpu", "model")) or text(device.get("kind"))
+    return text(device.get("model")) or text(lookup(device, "cpu", "model")) or text(device.get("kind"))
 
 
 def runtimes(info_report: Any) -> Optional[List[Runtime]]:
@@ -117,27 +117,27 @@ def measurements(result_report: Any) -> List[Measured]:
 
 
 def _measured(position: int, report: Any) -> Measured:
-    configuration = field(report, "backend", "configuration")
+    configuration = lookup(report, "backend", "configuration")
     threads = None
     if isinstance(configuration, dict):
         threads = integer(configuration.get("threads", configuration.get("intra_op_threads")))
     return Measured(
         position=position, kind=text(report.get("kind"), 16), status=text(report.get("status"), 16),
-        board_model=board_model(report.get("device")), model_name=text(field(report, "model", "name")),
-        model_sha256=text(field(report, "model", "sha256"), 64),
-        model_format=text(field(report, "model", "format"), 16), backend=text(field(report, "backend", "name"), 32),
-        runtime_version=text(field(report, "backend", "version")),
-        precision=text(field(report, "model", "precision"), 16),
-        threads=threads if threads is not None else integer(field(report, "latency", "environment", "threads")),
-        batch=integer(field(report, "latency", "batch")), p50_ms=number(field(report, "latency", "p50_ms")),
-        p99_ms=number(field(report, "latency", "p99_ms")),
-        throughput_per_s=number(field(report, "latency", "throughput_per_s")),
-        peak_rss_mb=number(field(report, "memory", "peak_rss_mb")), top1=number(field(report, "accuracy", "top1")),
-        top1_agreement=number(field(report, "fidelity", "top1_agreement")),
-        stability=text(field(report, "latency", "stability", "verdict"), 16))
+        board_model=board_model(report.get("device")), model_name=text(lookup(report, "model", "name")),
+        model_sha256=text(lookup(report, "model", "sha256"), 64),
+        model_format=text(lookup(report, "model", "format"), 16), backend=text(lookup(report, "backend", "name"), 32),
+        runtime_version=text(lookup(report, "backend", "version")),
+        precision=text(lookup(report, "model", "precision"), 16),
+        threads=threads if threads is not None else integer(lookup(report, "latency", "environment", "threads")),
+        batch=integer(lookup(report, "latency", "batch")), p50_ms=number(lookup(report, "latency", "p50_ms")),
+        p99_ms=number(lookup(report, "latency", "p99_ms")),
+        throughput_per_s=number(lookup(report, "latency", "throughput_per_s")),
+        peak_rss_mb=number(lookup(report, "memory", "peak_rss_mb")), top1=number(lookup(report, "accuracy", "top1")),
+        top1_agreement=number(lookup(report, "fidelity", "top1_agreement")),
+        stability=text(lookup(report, "latency", "stability", "verdict"), 16))
 
 
-def field(document: Any, *path: str) -> Any:
+def lookup(document: Any, *path: str) -> Any:
     """`document[a][b]...`, or None where a step is missing or not an object."""
     for key in path:
         if not isinstance(document, dict):

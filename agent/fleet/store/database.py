@@ -32,7 +32,7 @@ class Store:
     """An open coordinator database: its engine and sessions that expire nothing on commit."""
 
     engine: Engine
-    sessions: sessionmaker
+    sessions: sessionmaker[Session]
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,0 +1,93 @@
+"""Open the coordinator's database and bring its schema to the newest migration.
+
+`open_store(url)` takes a file path or `sqlite:///PATH` (the embedded default: one file, WAL journal,
+foreign keys on) or a PostgreSQL URL (`postgresql://` is driven by psycopg 3), runs the package's
+Alembic migrations up to `head`, and returns a `Store`: the engine and a session factory. A database
+that cannot be reached, or whose schema is newer than this edge-agent's migrations, is a `StoreError`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+from alembic import command
+from alembic.config import Config
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.errors import StoreError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Store:
+    """An open coordinator database: its engine and sessions that expire nothing on commit."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed when the block ends, rolled back when it raises."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def database_url(target: Union[str, Path]) -> URL:
+    """The SQLAlchemy URL of a file path or URL: a path is SQLite; `postgresql://` gets the psycopg 3 driver."""
+    text = str(target)
+    if "://" not in text:
+        return URL.create("sqlite", database=str(Path(text).resolve()))
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError) as error:
+        raise StoreError(f"bad database URL {text!r}: {error}") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"database URL {url.render_as_string(hide_password=True)!r}: only SQLite and PostgreSQL "
+                         "are supported")
+    return url
+
+
+def open_store(target: Union[str, Path]) -> Store:
+    """Open (creating or upgrading its schema to the newest migration) the database at a path or URL."""
+    url = database_url(target)
+    engine = create_engine(url)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as error:
+        engine.dispose()
+        raise StoreError(f"cannot open the coordinator database "
+                         f"{url.render_as_string(hide_password=True)}: {error.orig}") from None
+    except CommandError as error:
+        engine.dispose()
+        raise StoreError(f"the coordinator database {url.render_as_string(hide_password=True)} has a schema this "
+                         f"edge-agent does not know (written by a newer one?): {error}") from None
+    return Store(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()

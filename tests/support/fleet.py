@@ -1,0 +1,57 @@
+"""Messages as a board publishes them, for the coordinator's tests: the agent's own message classes
+(agent.mqtt.messages) through its one encoder, on the topics `Topics` names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent import __version__
+from agent.mqtt.protocol import Message, Result, Status, Telemetry, Topics, encode
+
+EPOCH = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+ORIN = Path(__file__).resolve().parents[1] / "fixtures" / "boards" / "jetson-orin-nano"
+Document = Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RealReports:
+    """Reports of real bench runs, and a real info report (tests/fleet/conftest.py `real` makes them)."""
+
+    host: List[Document]  # `edge-agent bench models/digits --json` on this machine
+    orin: List[List[Document]]  # two in-process runs whose device section is the captured Orin Nano's
+    host_info: Document  # `edge-agent info --json`
+
+
+def at(seconds: float) -> datetime:
+    """A fixed test time: `seconds` after EPOCH."""
+    return EPOCH + timedelta(seconds=seconds)
+
+
+def ts(seconds: float) -> str:
+    """`at(seconds)` as a message's `ts`."""
+    return at(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def wire(message: Message) -> Tuple[str, bytes]:
+    """The topic and payload a board publishes `message` with."""
+    return Topics(message.device).topic(message.KIND), encode(message)
+
+
+def bench_result(device: str, reports: List[Dict[str, Any]], command_id: str, seconds: float = 0.0,
+                 cmd: str = "bench") -> Tuple[str, bytes]:
+    """A done measurement result carrying `reports`."""
+    return wire(Result(device, command_id, cmd, "done", {"reports": reports}, ts=ts(seconds)))
+
+
+def status(device: str, state: str, seconds: float = 0.0, groups: Optional[List[str]] = None) -> Tuple[str, bytes]:
+    """A retained status: the `online` birth, or the `offline` of a clean stop or the last will."""
+    platform = {"summary": f"{device} board", "machine": "aarch64", "python": "3.10.12"}
+    return wire(Status(device, state, __version__, groups or ["lab"], platform, ts=ts(seconds)))
+
+
+def telemetry(device: str, readings: Dict[str, Any], seconds: float = 0.0) -> Tuple[str, bytes]:
+    """A telemetry message with `readings`."""
+    return wire(Telemetry(device, readings, ts=ts(seconds)))

@@ -31,6 +31,8 @@ INTERNAL = {
     # a cancel, not a failure: not an AgentError, so the code that turns AgentErrors into failed reports
     # lets it through to whoever cancelled (the daemon's lane reports the job `cancelled`)
     ("agent/measure/isolate.py", "WorkerCancelled"),
+    # a board's message refused: raised and caught inside ingest.py, where it becomes a RejectedMessage row
+    ("agent/fleet/ingest.py", "Rejected"),
 }
 
 _ROW = re.compile(r"^\s*(?:[│ ]*[├└]── )?(?P<name>[A-Z]\w*)\s+(?P<exit>\d+)\s+(?P<code>\S+)\s", re.MULTILINE)

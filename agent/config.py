@@ -34,7 +34,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ROOT = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 
 
-def _setting(default: Any, parse: Parser) -> Any:
+def setting(default: Any, parse: Parser) -> Any:
+    """A dataclass field with its default and the parser that checks a value for it (see parse_section)."""
     return field(default=default, metadata={"parse": parse})
 
 
@@ -162,80 +163,80 @@ def _memory_limit(key: str, value: Any, from_env: bool) -> Union[str, int]:
 class DeviceSettings:
     """[device]: who this board is on the broker."""
 
-    id: str = _setting("", _device_id)  # "" = this machine's hostname
-    groups: Tuple[str, ...] = _setting((), words(_group))
+    id: str = setting("", _device_id)  # "" = this machine's hostname
+    groups: Tuple[str, ...] = setting((), words(_group))
 
 
 @dataclass(frozen=True)
 class MqttSettings:
     """[mqtt]: the broker and how to reach it."""
 
-    host: str = _setting("localhost", text)
-    port: int = _setting(8883, integer(1, 65535))
-    root: str = _setting("edge", text)
-    tls: bool = _setting(True, boolean)
-    ca_file: Optional[Path] = _setting(None, optional_path)  # None: the system's CA store
-    cert_file: Optional[Path] = _setting(None, optional_path)
-    key_file: Optional[Path] = _setting(None, optional_path)
-    insecure: bool = _setting(False, boolean)  # true skips the broker hostname check: never in production
-    username: Optional[str] = _setting(None, text)  # None: the device id (the agent), anonymous (fleet)
-    password: Optional[str] = _setting(None, text)
-    password_file: Optional[Path] = _setting(None, optional_path)
-    protocol: str = _setting("auto", choice("auto", "5", "3.1.1"))
-    keepalive_s: int = _setting(30, integer(5, 3600))
-    session_expiry_s: int = _setting(7 * 86400, integer(0, 2 ** 32 - 1))
-    reconnect_min_s: float = _setting(0.5, number(0.05, 600))
-    reconnect_max_s: float = _setting(60.0, number(0.1, 3600))
-    inflight: int = _setting(16, integer(1, 1000))
-    max_payload_bytes: int = _setting(64 * 1024, integer(256, 16 * 1024 * 1024))
+    host: str = setting("localhost", text)
+    port: int = setting(8883, integer(1, 65535))
+    root: str = setting("edge", text)
+    tls: bool = setting(True, boolean)
+    ca_file: Optional[Path] = setting(None, optional_path)  # None: the system's CA store
+    cert_file: Optional[Path] = setting(None, optional_path)
+    key_file: Optional[Path] = setting(None, optional_path)
+    insecure: bool = setting(False, boolean)  # true skips the broker hostname check: never in production
+    username: Optional[str] = setting(None, text)  # None: the device id (the agent), anonymous (fleet)
+    password: Optional[str] = setting(None, text)
+    password_file: Optional[Path] = setting(None, optional_path)
+    protocol: str = setting("auto", choice("auto", "5", "3.1.1"))
+    keepalive_s: int = setting(30, integer(5, 3600))
+    session_expiry_s: int = setting(7 * 86400, integer(0, 2 ** 32 - 1))
+    reconnect_min_s: float = setting(0.5, number(0.05, 600))
+    reconnect_max_s: float = setting(60.0, number(0.1, 3600))
+    inflight: int = setting(16, integer(1, 1000))
+    max_payload_bytes: int = setting(64 * 1024, integer(256, 16 * 1024 * 1024))
 
 
 @dataclass(frozen=True)
 class StorageSettings:
     """[storage]: where the agent keeps its state database and its model store."""
 
-    state_dir: Path = _setting(Path("/var/lib/edge-agent"), path)
-    model_dir: Optional[Path] = _setting(None, optional_path)  # None: <state_dir>/models
+    state_dir: Path = setting(Path("/var/lib/edge-agent"), path)
+    model_dir: Optional[Path] = setting(None, optional_path)  # None: <state_dir>/models
 
 
 @dataclass(frozen=True)
 class TelemetrySettings:
     """[telemetry]: how often board readings are published (0 turns them off)."""
 
-    interval_s: float = _setting(10.0, number(0, 86400))
+    interval_s: float = setting(10.0, number(0, 86400))
 
 
 @dataclass(frozen=True)
 class JobSettings:
     """[jobs]: the queue and the limits of each measurement worker."""
 
-    queue_limit: int = _setting(256, integer(1, 100_000))
-    time_limit_s: float = _setting(300.0, number(1, 86400))
-    memory_limit_mb: Union[str, int] = _setting("auto", _memory_limit)  # 0: none; auto: see docs/daemon.md
-    stop_grace_s: float = _setting(10.0, number(0, 3600))
-    remember_days: float = _setting(7.0, number(0.001, 3650))
-    max_rejected_ids: int = _setting(5_000, integer(10, 10_000_000))  # ids of rejected commands kept, at most
+    queue_limit: int = setting(256, integer(1, 100_000))
+    time_limit_s: float = setting(300.0, number(1, 86400))
+    memory_limit_mb: Union[str, int] = setting("auto", _memory_limit)  # 0: none; auto: see docs/daemon.md
+    stop_grace_s: float = setting(10.0, number(0, 3600))
+    remember_days: float = setting(7.0, number(0.001, 3650))
+    max_rejected_ids: int = setting(5_000, integer(10, 10_000_000))  # ids of rejected commands kept, at most
 
 
 @dataclass(frozen=True)
 class DeploySettings:
     """[deploy]: where bundles may be downloaded from, and how big they may be."""
 
-    hosts: Tuple[str, ...] = _setting((), words())  # https hosts allowed; () any public one
-    http_hosts: Tuple[str, ...] = _setting((), words())  # also over plain http
-    max_bytes: int = _setting(4 * 1024 ** 3, integer(1, 1 << 50))
-    max_unpacked_bytes: int = _setting(8 * 1024 ** 3, integer(1, 1 << 50))
-    max_unpack_ratio: float = _setting(20.0, number(1, 1_000_000))  # unpacked / archive bytes
-    min_free_bytes: int = _setting(256 * 1024 ** 2, integer(0, 1 << 50))  # left free on the model store's disk
-    timeout_s: float = _setting(60.0, number(1, 3600))
+    hosts: Tuple[str, ...] = setting((), words())  # https hosts allowed; () any public one
+    http_hosts: Tuple[str, ...] = setting((), words())  # also over plain http
+    max_bytes: int = setting(4 * 1024 ** 3, integer(1, 1 << 50))
+    max_unpacked_bytes: int = setting(8 * 1024 ** 3, integer(1, 1 << 50))
+    max_unpack_ratio: float = setting(20.0, number(1, 1_000_000))  # unpacked / archive bytes
+    min_free_bytes: int = setting(256 * 1024 ** 2, integer(0, 1 << 50))  # left free on the model store's disk
+    timeout_s: float = setting(60.0, number(1, 3600))
 
 
 @dataclass(frozen=True)
 class OutboxSettings:
     """[outbox]: the cap of unsent messages (oldest telemetry goes first, never results)."""
 
-    max_messages: int = _setting(10_000, integer(10, 10_000_000))
-    max_bytes: int = _setting(32 * 1024 * 1024, integer(64 * 1024, 1 << 40))
+    max_messages: int = setting(10_000, integer(10, 10_000_000))
+    max_bytes: int = setting(32 * 1024 * 1024, integer(64 * 1024, 1 << 40))
 
 
 @dataclass(frozen=True)
@@ -286,16 +287,18 @@ def read_toml(path: Path) -> Dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
 
 
-def parse_section(name: str, table: Mapping[str, Any], environ: Mapping[str, str], where: str) -> Any:
-    """One section's settings from its TOML table and the environment (which wins)."""
-    cls = _SECTION_TYPES[name]
+def parse_section(name: str, table: Mapping[str, Any], environ: Mapping[str, str], where: str,
+                  cls: Optional[type] = None, env_prefix: str = ENV_PREFIX) -> Any:
+    """One section's settings (the agent's, or `cls` for another service's file) from its TOML table and the
+    environment (which wins)."""
+    cls = cls or _SECTION_TYPES[name]
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{name}] must be a table")
     known = {item.name: item for item in fields(cls)}
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}: unknown setting {name}.{key} (known: {', '.join(sorted(known))})")
-    prefix = f"{ENV_PREFIX}{name.upper()}_"
+    prefix = f"{env_prefix}{name.upper()}_"
     for variable in environ:
         if variable.startswith(prefix) and variable[len(prefix):].lower() not in known:
             raise ConfigError(f"environment {variable}: no setting {name}.{variable[len(prefix):].lower()} "

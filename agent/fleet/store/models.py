@@ -180,3 +180,69 @@ class RejectedMessage(Base):
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     size: Mapped[int] = mapped_column(Integer)
+
+
+class Alert(Base):
+    """A regression found in a new measurement against its configuration's baseline (`kind` "regression"),
+    or a new baseline started because the runtime version or the model changed (`kind` "expected_change":
+    a note, never an open alert). One row per measurement and measure (docs/coordinator.md, "Regressions")."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("measurement_id", "measure", name="uq_alerts_measurement_measure"),
+                      Index("ix_alerts_state_created", "state", "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # regression / expected_change
+    state: Mapped[str] = mapped_column(String(16))  # open / acknowledged / noted
+    measure: Mapped[str] = mapped_column(String(32))  # p50_ms / p99_ms / top1 / top1_agreement / configuration
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    measurement_id: Mapped[int] = mapped_column(ForeignKey("measurements.id", ondelete="CASCADE"))
+    board_model: Mapped[Optional[str]] = mapped_column(Text)
+    model_name: Mapped[Optional[str]] = mapped_column(Text)
+    model_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    backend: Mapped[Optional[str]] = mapped_column(String(32))
+    precision: Mapped[Optional[str]] = mapped_column(String(16))
+    threads: Mapped[Optional[int]] = mapped_column(Integer)
+    runtime_version: Mapped[Optional[str]] = mapped_column(Text)
+    value: Mapped[Optional[float]] = mapped_column(Float)  # the new measurement's
+    baseline: Mapped[Optional[float]] = mapped_column(Float)  # the baseline's median
+    baseline_count: Mapped[Optional[int]] = mapped_column(Integer)
+    limit: Mapped[Optional[float]] = mapped_column(Float)  # the value past which it is a regression
+    message: Mapped[str] = mapped_column(Text)  # one line: what changed, by how much
+
+
+class FleetJob(Base):
+    """One command sent to a device, a group or every board: its id is the command id the boards see."""
+
+    __tablename__ = "fleet_jobs"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    target: Mapped[str] = mapped_column(String(200))  # a device id, group:<name> or all
+    cmd: Mapped[str] = mapped_column(String(64))
+    args: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    created_by: Mapped[Optional[str]] = mapped_column(String(64))  # the API token's name
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)  # boards not final by then time out
+    offline: Mapped[str] = mapped_column(String(16))  # wait (offline boards get it when back) / fail
+
+    boards: Mapped[List[FleetJobBoard]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="FleetJobBoard.device_id")
+
+
+class FleetJobBoard(Base):
+    """One board's state in a fleet job: sent, accepted, running (with progress), done, failed, rejected,
+    timed_out or offline; `result_id` links the result that ended it."""
+
+    __tablename__ = "fleet_job_boards"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("fleet_jobs.id", ondelete="CASCADE"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[Optional[float]] = mapped_column(Float)  # 0..1 while running
+    detail: Mapped[Optional[str]] = mapped_column(Text)  # the board's one-line message (a rejection, a failure)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    result_id: Mapped[Optional[int]] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"))
+
+    job: Mapped[FleetJob] = relationship(back_populates="boards")

@@ -28,7 +28,7 @@ def test_the_migrations_build_exactly_the_models(store: Store) -> None:
 
 def test_the_initial_revision_goes_down_and_up(store: Store) -> None:
     with store.engine.begin() as connection:
-        command.downgrade(_config(connection), "base")
+        command.downgrade(_config(connection), "base")  # every revision down
         assert inspect(connection).get_table_names() == ["alembic_version"]
         command.upgrade(_config(connection), "head")
         assert set(inspect(connection).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}

@@ -1,0 +1,158 @@
+"""The coordinator's settings: /etc/edge-agent/coordinator.toml (sample: deploy/coordinator.toml).
+
+Sections `[mqtt]` (the agent's `MqttSettings`; the username defaults to `coordinator`), `[database]`,
+`[api]`, `[regressions]` and `[jobs]`, each key overridable by `EDGE_COORDINATOR_<SECTION>_<KEY>`, checked
+like the agent's file (agent/config.py): an unknown section or key, or a bad value, is one ConfigError line.
+API tokens are stored as their SHA-256 only (`edge-agent coordinator hash-token` makes one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+from agent.config import (
+    MqttSettings,
+    boolean,
+    choice,
+    integer,
+    number,
+    parse_section,
+    read_toml,
+    setting,
+    text,
+)
+from agent.errors import ConfigError
+
+ENV_PREFIX = "EDGE_COORDINATOR_"
+DEFAULT_PATH = Path("/etc/edge-agent/coordinator.toml")
+ROLES = ("read", "operator")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """[database]: where results are kept and how much telemetry and how large a message."""
+
+    url: str = setting("/var/lib/edge-agent-coordinator/coordinator.db", text)  # a path (SQLite) or a URL
+    telemetry_max_age_s: float = setting(7 * 86400.0, number(0, 10 * 365 * 86400.0))  # 0: no age bound
+    telemetry_max_count: int = setting(10_000, integer(0, 10 ** 9))  # per board; 0: no count bound
+    max_payload_bytes: int = setting(4 * 1024 * 1024, integer(1024, 64 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One bearer token of the HTTP API: its name (shown in logs and jobs), role, and SHA-256 hex digest."""
+
+    name: str
+    role: str
+    sha256: str
+
+
+def _tokens(key: str, value: Any, from_env: bool) -> Tuple[ApiToken, ...]:
+    """`[[api.tokens]]` tables of name, role (read / operator) and sha256 (never the token itself)."""
+    if from_env:
+        raise ConfigError(f"{key}: tokens are set in the file only, as [[api.tokens]] tables")
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of [[api.tokens]] tables")
+    tokens = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict) or set(item) != {"name", "role", "sha256"}:
+            raise ConfigError(f"{where}: a token is a table of exactly name, role and sha256")
+        if not isinstance(item["name"], str) or not _TOKEN_NAME.fullmatch(item["name"]):
+            raise ConfigError(f"{where}.name: {item['name']!r} is not a name (letters, digits, _ . -)")
+        if item["role"] not in ROLES:
+            raise ConfigError(f"{where}.role: must be one of {', '.join(ROLES)}, not {item['role']!r}")
+        if not isinstance(item["sha256"], str) or not _SHA256.fullmatch(item["sha256"]):
+            raise ConfigError(f"{where}.sha256: must be 64 lowercase hex digits (edge-agent coordinator hash-token)")
+        tokens.append(ApiToken(item["name"], item["role"], item["sha256"]))
+    if len({token.name for token in tokens}) != len(tokens):
+        raise ConfigError(f"{key}: two tokens share a name")
+    return tuple(tokens)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """[api]: where the HTTP API listens and who may use it."""
+
+    host: str = setting("127.0.0.1", text)
+    port: int = setting(8470, integer(0, 65535))  # 0: any free port (tests)
+    tokens: Tuple[ApiToken, ...] = setting((), _tokens)
+    metrics_public: bool = setting(True, boolean)  # /metrics without a token (a Prometheus scrape)
+
+
+@dataclass(frozen=True)
+class RegressionSettings:
+    """[regressions]: the baseline (the last `baseline_results` stable results of a configuration, at least
+    `min_baseline` of them) and how far a new result may fall from its median before it is an alert."""
+
+    baseline_results: int = setting(10, integer(2, 1000))
+    min_baseline: int = setting(3, integer(2, 1000))
+    p50_pct: float = setting(10.0, number(0.1, 1000))  # slower by more than this % of the baseline median
+    p99_pct: float = setting(25.0, number(0.1, 1000))
+    top1_points: float = setting(1.0, number(0.0, 100))  # lower by more than this many points (%)
+    fidelity_points: float = setting(1.0, number(0.0, 100))
+    mad_k: float = setting(3.0, number(0.0, 100))  # and by more than k robust deviations of the baseline
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """[jobs]: how long a fleet job waits for its boards, and what an offline board gets."""
+
+    timeout_s: float = setting(900.0, number(1, 30 * 86400.0))  # boards not final by then: timed_out
+    offline: str = setting("wait", choice("wait", "fail"))  # wait: sent when it returns; fail: offline at once
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """Every setting of the coordinator, checked; `source` is the file it came from (None: defaults only)."""
+
+    mqtt: MqttSettings = MqttSettings(username="coordinator")
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    regressions: RegressionSettings = RegressionSettings()
+    jobs: JobSettings = JobSettings()
+    source: Optional[Path] = None
+
+
+_SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSettings, "api": ApiSettings,
+                                   "regressions": RegressionSettings, "jobs": JobSettings}
+
+
+def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None) -> CoordinatorConfig:
+    """Read, override and validate the coordinator's settings; `path=None` starts from the defaults alone."""
+    env = dict(os.environ if environ is None else environ)
+    document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
+    where = str(path) if path is not None else "defaults"
+    for name in document:
+        if name not in _SECTION_TYPES:
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTION_TYPES)})")
+    mqtt_table = dict(document.get("mqtt", {}))
+    mqtt_table.setdefault("username", "coordinator")
+    sections = {name: parse_section(name, mqtt_table if name == "mqtt" else document.get(name, {}), env, where,
+                                    cls=cls, env_prefix=ENV_PREFIX)
+                for name, cls in _SECTION_TYPES.items()}
+    config = CoordinatorConfig(**sections, source=None if path is None else Path(path))
+    if config.regressions.min_baseline > config.regressions.baseline_results:
+        raise ConfigError(f"{where}: regressions.min_baseline ({config.regressions.min_baseline}) is more than "
+                          f"regressions.baseline_results ({config.regressions.baseline_results})")
+    return _relative_to(config, None if path is None else Path(path).parent)
+
+
+def _relative_to(config: CoordinatorConfig, folder: Optional[Path]) -> CoordinatorConfig:
+    """A relative SQLite path in the file is taken from the file's folder, not the working directory."""
+    url = config.database.url
+    if folder is None or "://" in url or Path(url).is_absolute():
+        return config
+    return replace(config, database=replace(config.database, url=str(folder / url)))
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest a token is stored as in the config."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

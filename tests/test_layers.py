@@ -37,7 +37,7 @@ LAYERS: Sequence[Sequence[str]] = (
     ("report",),
     ("device",),  # below the report, whose `device` section is a DeviceSection
     ("bundle",),
-    ("modelfile", "cache"),
+    ("modelfile", "cache", "notify"),
     ("errors",),
     ("",),  # agent/__init__.py: the version
 )
@@ -195,7 +195,7 @@ def test_every_allowed_lazy_import_gives_its_reason() -> None:
 
 
 def test_every_top_level_module_is_a_shared_one() -> None:
-    shared = {"__init__", "cli", "errors", "report", "config", "cache", "bundle", "modelfile"}
+    shared = {"__init__", "cli", "errors", "report", "config", "cache", "bundle", "modelfile", "notify"}
     assert sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in shared) == []
 
 

@@ -33,7 +33,7 @@ from agent.service.intake import Intake
 from agent.service.job_process import kill_stale
 from agent.service.lanes import JOBS, QUICK, Lane
 from agent.service.model_store import remove_leftovers
-from agent.service.notify import Notifier
+from agent.notify import Notifier
 from agent.service.readings import Readings
 from agent.service.replies import Outcome, Replies
 from agent.service.store import Job, Store

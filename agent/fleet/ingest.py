@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agent.errors import ProtocolError
-from agent.fleet import reports
+from agent.fleet import jobs, reports
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import (
     Base,
@@ -76,6 +76,7 @@ class Outcome:
     device: Optional[str] = None
     code: Optional[str] = None
     reason: Optional[str] = None
+    sends: Tuple[jobs.Send, ...] = ()  # fleet-job commands a board that came back online is owed
 
 
 class Rejected(Exception):
@@ -108,10 +109,13 @@ def ingest(store: Store, topic: str, payload: bytes, settings: IngestSettings = 
                                         payload=payload.decode("utf-8")))
             session.flush()
             prune_telemetry(session, device, settings.retention, now)
+        stored: Optional[StoredResult] = None
         if isinstance(message, Result):
             stored = _result(session, board, message, ts, now, payload)
-            return Outcome("stored" if stored else "duplicate", kind, device)
-    return Outcome("seen" if kind == "event" else "stored", kind, device)
+            if stored is None:
+                return Outcome("duplicate", kind, device)
+        sends = jobs.track(session, message, stored.id if stored else None, settings.root, now)
+    return Outcome("seen" if kind == "event" else "stored", kind, device, sends=tuple(sends))
 
 
 def prune_telemetry(session: Session, device_id: str, retention: Retention, now: datetime) -> None:
@@ -213,8 +217,9 @@ def _status(board: Board, status: Status, now: datetime) -> None:
     board.platform = reports.text(reports.lookup(status.platform, "summary"))
 
 
-def _result(session: Session, board: Board, result: Result, ts: datetime, now: datetime, payload: bytes) -> bool:
-    """Store a result once: False when (device, command id) is stored already (a replay); only a new
+def _result(session: Session, board: Board, result: Result, ts: datetime, now: datetime,
+            payload: bytes) -> Optional[StoredResult]:
+    """Store a result once: None when (device, command id) is stored already (a replay); only a new
     result describes its board."""
     row = StoredResult(device_id=board.device_id, command_id=result.command_id, cmd=result.cmd, status=result.status,
                        code=reports.text(result.code, 64), ts=ts, received_at=now, payload=payload.decode("utf-8"))
@@ -222,7 +227,7 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
         row.measurements = [Measurement(device_id=board.device_id, ts=ts, **asdict(item))
                             for item in reports.measurements(result.report)]
     if not _insert_once(session, row):
-        return False
+        return None
     if result.cmd in MEASUREMENT_COMMANDS:
         first = reports.lookup(result.report, "reports")
         _hardware(board, reports.lookup(first[0], "device") if isinstance(first, list) and first else None, ts)
@@ -231,7 +236,7 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
         listed = reports.runtimes(result.report)
         if listed is not None and (board.hardware_at is None or ts >= board.hardware_at):
             board.runtimes = [BoardRuntime(**asdict(runtime)) for runtime in listed]
-    return True
+    return row
 
 
 def _hardware(board: Board, device: object, ts: datetime) -> None:

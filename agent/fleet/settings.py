@@ -125,7 +125,8 @@ _SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSet
                                    "regressions": RegressionSettings, "jobs": JobSettings}
 
 
-def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None) -> CoordinatorConfig:
+def load(path: Optional[Union[str, Path]] = DEFAULT_PATH,
+         environ: Optional[Mapping[str, str]] = None) -> CoordinatorConfig:
     """Read, override and validate the coordinator's settings; `path=None` starts from the defaults alone."""
     env = dict(os.environ if environ is None else environ)
     document: Dict[str, Any] = {} if path is None else read_toml(Path(path))

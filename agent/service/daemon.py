@@ -28,12 +28,12 @@ from agent.errors import ConfigError
 from agent.mqtt.link import Inbound, Link
 from agent.mqtt.outbox import OutboxMessage
 from agent.mqtt.protocol import Command, Limits, Status, Topics, encode
+from agent.notify import Notifier
 from agent.service.handlers import Handlers
 from agent.service.intake import Intake
 from agent.service.job_process import kill_stale
 from agent.service.lanes import JOBS, QUICK, Lane
 from agent.service.model_store import remove_leftovers
-from agent.notify import Notifier
 from agent.service.readings import Readings
 from agent.service.replies import Outcome, Replies
 from agent.service.store import Job, Store

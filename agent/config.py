@@ -251,6 +251,7 @@ class Config:
     deploy: DeploySettings = DeploySettings()
     outbox: OutboxSettings = OutboxSettings()
     source: Optional[Path] = None
+    profile: Optional[str] = None  # "local": the defaults of `edge-agent run --local`
 
     @property
     def model_dir(self) -> Path:
@@ -313,12 +314,33 @@ def parse_section(name: str, table: Mapping[str, Any], environ: Mapping[str, str
     return cls(**values)
 
 
-def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None) -> Config:
-    """Read, override and validate every setting; `path=None` starts from the defaults alone."""
+def local_profile() -> Dict[str, Dict[str, Any]]:
+    """The settings of `edge-agent run --local`: a broker on 127.0.0.1:1883 without TLS or a password (the
+    quickstart's, scripts/fleet-demo), state under ~/.local/state/edge-agent, and the checkout's models/ as
+    the model store when there is one."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edge-agent"
+    storage: Dict[str, Any] = {"state_dir": str(state)}
+    checkout_models = Path(__file__).resolve().parents[1] / "models"
+    if checkout_models.is_dir():
+        storage["model_dir"] = str(checkout_models)
+    return {"mqtt": {"host": "127.0.0.1", "port": 1883, "tls": False}, "storage": storage}
+
+
+def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None,
+         profile: Optional[str] = None) -> Config:
+    """Read, override and validate every setting; `path=None` starts from the defaults alone, `profile="local"`
+    from the local profile's (the file's settings still win)."""
     env = dict(os.environ if environ is None else environ)
     document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
-    where = str(path) if path is not None else "defaults"
-    return from_document(document, env, where, None if path is None else Path(path))
+    if profile is not None:
+        if profile != "local":
+            raise ConfigError(f"unknown profile {profile!r} (known: local)")
+        base = local_profile()
+        for name, values in document.items():
+            base[name] = dict(base.get(name, {}), **values) if isinstance(values, dict) else values
+        document = base
+    where = str(path) if path is not None else f"the {profile} profile" if profile else "defaults"
+    return replace(from_document(document, env, where, None if path is None else Path(path)), profile=profile)
 
 
 def from_document(document: Mapping[str, Any], environ: Mapping[str, str], where: str,

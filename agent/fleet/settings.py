@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -125,12 +126,43 @@ _SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSet
                                    "regressions": RegressionSettings, "jobs": JobSettings}
 
 
-def load(path: Optional[Union[str, Path]] = DEFAULT_PATH,
-         environ: Optional[Mapping[str, str]] = None) -> CoordinatorConfig:
-    """Read, override and validate the coordinator's settings; `path=None` starts from the defaults alone."""
+def local_state() -> Path:
+    """Where the local profile keeps the coordinator's database and its operator token."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edge-agent-coordinator"
+
+
+def local_token_file() -> Path:
+    """The local profile's operator token, read by `edge-agent fleet` when no token is given."""
+    return local_state() / "operator.token"
+
+
+def local_token() -> ApiToken:
+    """The local profile's operator token: made (0600) on first use, then read; only its hash is configured."""
+    path = local_token_file()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return ApiToken("local-operator", "operator", hash_token(path.read_text(encoding="utf-8").strip()))
+
+
+def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None,
+         profile: Optional[str] = None) -> CoordinatorConfig:
+    """Read, override and validate the coordinator's settings; `path=None` starts from the defaults alone,
+    `profile="local"` from the local profile's: a broker on 127.0.0.1:1883 without TLS, the database and an
+    operator token (`local_token`) under ~/.local/state/edge-agent-coordinator."""
     env = dict(os.environ if environ is None else environ)
     document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
-    where = str(path) if path is not None else "defaults"
+    where = str(path) if path is not None else f"the {profile} profile" if profile else "defaults"
+    if profile is not None:
+        if profile != "local":
+            raise ConfigError(f"unknown profile {profile!r} (known: local)")
+        base: Dict[str, Any] = {"mqtt": {"host": "127.0.0.1", "port": 1883, "tls": False},
+                                "database": {"url": str(local_state() / "coordinator.db")}}
+        for name, values in document.items():
+            base[name] = dict(base.get(name, {}), **values) if isinstance(values, dict) else values
+        document = base
     for name in document:
         if name not in _SECTION_TYPES:
             raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTION_TYPES)})")
@@ -140,6 +172,8 @@ def load(path: Optional[Union[str, Path]] = DEFAULT_PATH,
                                     cls=cls, env_prefix=ENV_PREFIX)
                 for name, cls in _SECTION_TYPES.items()}
     config = CoordinatorConfig(**sections, source=None if path is None else Path(path))
+    if profile is not None:
+        config = replace(config, api=replace(config.api, tokens=config.api.tokens + (local_token(),)))
     if config.regressions.min_baseline > config.regressions.baseline_results:
         raise ConfigError(f"{where}: regressions.min_baseline ({config.regressions.min_baseline}) is more than "
                           f"regressions.baseline_results ({config.regressions.baseline_results})")

@@ -202,7 +202,7 @@ class Daemon:
         groups, topic root, storage and outbox caps take effect at the next start."""
         self.notifier.reloading()
         try:
-            new = load(self.config.source)
+            new = load(self.config.source, profile=self.config.profile)
         except ConfigError as error:
             _log.error("configuration not reloaded, the old one stays: %s", error)
             self.notifier.ready("configuration reload failed")

@@ -1,4 +1,5 @@
-"""The systemd unit: `systemd-analyze verify` prints nothing, and the sandbox scores under 4.0."""
+"""The systemd units (the agent's and the coordinator's): `systemd-analyze verify` prints nothing, and each
+sandbox scores under 4.0."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
+UNITS = Path(__file__).resolve().parents[2] / "systemd"
+UNIT = UNITS / "edge-agent.service"
+COORDINATOR = UNITS / "edge-agent-coordinator.service"
 EXEC_PATH = "/opt/edge-agent/venv/bin/edge-agent"
 MAX_EXPOSURE = 4.0
 
@@ -21,16 +25,17 @@ def analyze(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
 
 
-def test_unit_verifies_without_a_single_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, COORDINATOR], ids=lambda unit: unit.stem)
+def test_unit_verifies_without_a_single_warning(unit: Path, tmp_path: Path) -> None:
     """`verify` exits 0 even on unknown keys, so any line it prints fails the test. It also fails
     when ExecStart's program is missing, so the copy checked here points ExecStart at a stand-in
     executable; the path is the only difference from the shipped unit."""
     stand_in = tmp_path / "edge-agent"
     stand_in.write_text("#!/bin/sh\nexit 0\n")
     stand_in.chmod(0o755)
-    text = UNIT.read_text()
+    text = unit.read_text()
     assert text.count(f"ExecStart={EXEC_PATH} ") == 1
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(f"ExecStart={EXEC_PATH} ", f"ExecStart={stand_in} "))
     result = analyze("verify", str(copy))
     output = (result.stdout + result.stderr).strip()
@@ -45,8 +50,9 @@ def test_verify_would_catch_a_bad_key(tmp_path: Path) -> None:
     assert "WatchdogSecs" in result.stdout + result.stderr
 
 
-def test_sandbox_exposure_is_below_four() -> None:
-    result = analyze("security", "--offline=true", str(UNIT))
+@pytest.mark.parametrize("unit", [UNIT, COORDINATOR], ids=lambda unit: unit.stem)
+def test_sandbox_exposure_is_below_four(unit: Path) -> None:
+    result = analyze("security", "--offline=true", str(unit))
     output = result.stdout + result.stderr
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output)
     assert match, output
@@ -55,13 +61,19 @@ def test_sandbox_exposure_is_below_four() -> None:
     assert score < MAX_EXPOSURE, output
 
 
-def test_unit_declares_what_the_service_relies_on() -> None:
-    """Directives whose absence `verify` would not notice but the daemon depends on."""
-    settings = {}
-    for line in UNIT.read_text().splitlines():
+def directives(unit: Path) -> Dict[str, List[str]]:
+    """Every directive of a unit file and its values, in order."""
+    settings: Dict[str, List[str]] = {}
+    for line in unit.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_declares_what_the_service_relies_on() -> None:
+    """Directives whose absence `verify` would not notice but the daemon depends on."""
+    settings = directives(UNIT)
     expected = {"Type": "notify", "Restart": "on-failure", "User": "edge-agent", "StateDirectory": "edge-agent",
                 "ConfigurationDirectory": "edge-agent", "ProtectSystem": "strict", "ProtectHome": "yes",
                 "NoNewPrivileges": "yes", "PrivateTmp": "yes", "NotifyAccess": "main", "OOMPolicy": "continue",
@@ -73,3 +85,16 @@ def test_unit_declares_what_the_service_relies_on() -> None:
     assert 0 < high < top < 100  # a share of the board's RAM, throttled before it is capped
     assert set(settings["SupplementaryGroups"][0].split()) == {"video", "render"}
     assert set(settings["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+
+
+def test_coordinator_unit_declares_what_the_service_relies_on() -> None:
+    """The coordinator notifies READY and WATCHDOG from its main process, runs as its own user with its
+    own state folder, and has no device access."""
+    settings = directives(COORDINATOR)
+    expected = {"Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "User": "edge-coordinator",
+                "StateDirectory": "edge-agent-coordinator", "ProtectSystem": "strict", "PrivateDevices": "yes",
+                "NoNewPrivileges": "yes", "PrivateTmp": "yes"}
+    for key, value in expected.items():
+        assert settings.get(key) == [value], key
+    assert int(settings["WatchdogSec"][0]) > 0
+    assert settings["ExecStart"][0].endswith("edge-agent coordinator --config /etc/edge-agent/coordinator.toml")

@@ -141,3 +141,18 @@ def test_the_settings_survive_the_trip_to_the_job_process(full: Path) -> None:
     again = from_document(json.loads(json.dumps(to_document(config))), {}, "the daemon", config.source)
     assert again == config and again.jobs.memory_limit_mb == 512 and again.device.groups == ("a", "b")
     assert from_document(to_document(load(None, {})), {}, "defaults") == load(None, {})
+
+
+def test_the_local_profile_needs_no_file_and_a_file_still_wins(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    local = load(None, environ={}, profile="local")
+    assert (local.mqtt.host, local.mqtt.port, local.mqtt.tls) == ("127.0.0.1", 1883, False)
+    assert local.storage.state_dir == tmp_path / "edge-agent" and local.profile == "local"
+    override = tmp_path / "agent.toml"
+    override.write_text('[mqtt]\nport = 1999\n[device]\nid = "bench-3"\n')
+    config = load(override, environ={}, profile="local")
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls, config.device.id) == ("127.0.0.1", 1999, False,
+                                                                                      "bench-3")
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load(None, environ={}, profile="cloud")

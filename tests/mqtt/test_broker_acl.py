@@ -22,7 +22,7 @@ from support.sample_broker import DEPLOY, Fleet, make_credentials, make_tls, sam
 
 WAIT_S = 3.0  # for what must arrive
 LISTENERS = ("boards", "operators", "loopback")
-OPERATORS = ("dashboard",)
+OPERATORS = ("dashboard", "coordinator")
 QUIET_S = 0.3  # for what must not: checked after a later message that did arrive
 
 pytestmark = [
@@ -35,7 +35,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with sample_broker(tmp_path_factory.mktemp("fleet-broker"),
-                       {"dev-a": ["lab"], "dev-b": ["ops"], "dashboard": None}) as running:
+                       {"dev-a": ["lab"], "dev-b": ["ops"], "dashboard": None, "coordinator": None}) as running:
         yield running
 
 
@@ -205,6 +205,21 @@ def test_device_cannot_publish_as_another_device_or_send_commands(fleet: Fleet, 
     own = run + b":own"
     assert not a.publish("edge/dev-a/results", own).is_failure  # type: ignore[attr-defined]
     assert dashboard.collect(until=own) == {("edge/dev-a/results", own)}
+
+
+def test_only_the_coordinator_publishes_alerts_and_it_reaches_every_board(fleet: Fleet, peers: List[Peer]) -> None:
+    coordinator, dashboard, a = (open_peer(peers, fleet, user) for user in ("coordinator", "dashboard", "dev-a"))
+    dashboard.subscribe("edge/#")
+    a.subscribe("edge/dev-a/cmd")
+    run = uuid.uuid4().hex.encode()
+    for forger in (a, dashboard):
+        reason = forger.publish("edge/coordinator/alerts", run + b":forged")
+        assert reason.is_failure and "authori" in str(reason).lower(), str(reason)  # type: ignore[attr-defined]
+    alert, command = run + b":alert", run + b":command"
+    assert not coordinator.publish("edge/coordinator/alerts", alert).is_failure  # type: ignore[attr-defined]
+    assert not coordinator.publish("edge/dev-a/cmd", command).is_failure  # type: ignore[attr-defined]
+    assert ("edge/coordinator/alerts", alert) in dashboard.collect(until=command)
+    assert a.collect(until=command) == {("edge/dev-a/cmd", command)}
 
 
 def test_tls_rejects_a_broker_certificate_from_another_ca(fleet: Fleet, tmp_path: Path) -> None:

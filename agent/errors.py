@@ -20,6 +20,7 @@ problem apart, never a traceback, and a failed job names the same problem over M
     ├── ProfileError              9  profile_failed       a model graph that cannot be read for profiling
     ├── ConfigError               2  failed               a setting in agent.toml or EDGE_AGENT_* missing or wrong
     ├── ProtocolError             1  (own)                a command that breaks protocol v1: each names its code
+    │   └── JobError              1  (own)                a fleet job the coordinator cannot make (unknown_board, ...)
     ├── StoreError                1  store_failed         the state database cannot be opened, or is too new
     ├── DeployError               1  deploy_failed        a download that failed its checks or is unsafe to unpack
     └── FleetError                1  failed               the broker cannot be reached or refused us, no answer
@@ -148,6 +149,11 @@ class FleetError(AgentError):
     """The broker cannot be reached or refused us, or no answer came in time."""
 
 
+class JobError(ProtocolError):
+    """A fleet job that cannot be made: `unknown_board` (no such board), `no_boards` (an empty group or
+    fleet), or the command's own protocol error (`unknown_command`, `bad_value`, ...)."""
+
+
 _BY_NAME: Dict[str, Type[AgentError]] = {
     kind.__name__: kind for kind in list(globals().values()) if isinstance(kind, type) and issubclass(kind, AgentError)}
 
@@ -156,4 +162,4 @@ def error_from(type_name: str, message: str) -> AgentError:
     """The error a failed report's `{"type", "message"}` stands for: a `WorkerError` for a name that is no
     class here (a runtime's own exception); a `ProtocolError`'s code does not travel, it comes back `bad_value`."""
     kind = _BY_NAME.get(type_name, WorkerError)
-    return ProtocolError("bad_value", message) if kind is ProtocolError else kind(message)
+    return kind("bad_value", message) if issubclass(kind, ProtocolError) else kind(message)

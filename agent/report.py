@@ -327,7 +327,13 @@ def render_table(reports: Sequence[Report]) -> str:
 
 def _table(columns: Sequence[Column], reports: Sequence[Report]) -> List[str]:
     """Aligned rows under a header, leaving out the columns no report has a figure for."""
-    rows = [[c.header for c in columns]] + [[c.text(c.value(r)) for c in columns] for r in reports]
-    keep = [i for i in range(len(columns)) if any(row[i] != "-" for row in rows[1:])]
+    return aligned([[c.header for c in columns]] + [[c.text(c.value(r)) for c in columns] for r in reports])
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> List[str]:
+    """A header and rows of cells as aligned lines, without the columns whose every cell below the header
+    is `-`."""
+    keep = [i for i in range(len(rows[0])) if any(row[i] != "-" for row in rows[1:])] if len(rows) > 1 \
+        else list(range(len(rows[0])))
     widths = [max(len(row[i]) for row in rows) for i in keep]
     return ["  ".join(row[i].ljust(w) for i, w in zip(keep, widths)).rstrip() for row in rows]

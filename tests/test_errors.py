@@ -31,6 +31,9 @@ INTERNAL = {
     # a cancel, not a failure: not an AgentError, so the code that turns AgentErrors into failed reports
     # lets it through to whoever cancelled (the daemon's lane reports the job `cancelled`)
     ("agent/measure/isolate.py", "WorkerCancelled"),
+    # an HTTP error answer: raised in the API's handlers and caught by its own exception handler, which
+    # turns it into the JSON error body
+    ("agent/fleet/api.py", "ApiError"),
     # a board's message refused: raised and caught inside ingest.py, where it becomes a RejectedMessage row
     ("agent/fleet/ingest.py", "Rejected"),
 }

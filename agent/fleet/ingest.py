@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agent.errors import ProtocolError
-from agent.fleet import jobs, reports
+from agent.fleet import jobs, regressions, reports
+from agent.fleet.settings import RegressionSettings
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import (
     Base,
@@ -64,6 +65,7 @@ class IngestSettings:
     root: str = DEFAULT_ROOT
     max_payload_bytes: int = 4 * 1024 * 1024
     retention: Retention = field(default_factory=Retention)
+    regressions: RegressionSettings = field(default_factory=RegressionSettings)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Outcome:
     code: Optional[str] = None
     reason: Optional[str] = None
     sends: Tuple[jobs.Send, ...] = ()  # fleet-job commands a board that came back online is owed
+    alerts: Tuple[regressions.AlertRecord, ...] = ()  # regressions and expected changes a new result raised
 
 
 class Rejected(Exception):
@@ -110,12 +113,14 @@ def ingest(store: Store, topic: str, payload: bytes, settings: IngestSettings = 
             session.flush()
             prune_telemetry(session, device, settings.retention, now)
         stored: Optional[StoredResult] = None
+        alerts: List[regressions.AlertRecord] = []
         if isinstance(message, Result):
             stored = _result(session, board, message, ts, now, payload)
             if stored is None:
                 return Outcome("duplicate", kind, device)
+            alerts = regressions.check_result(session, stored, settings.regressions, now)
         sends = jobs.track(session, message, stored.id if stored else None, settings.root, now)
-    return Outcome("seen" if kind == "event" else "stored", kind, device, sends=tuple(sends))
+    return Outcome("seen" if kind == "event" else "stored", kind, device, sends=tuple(sends), alerts=tuple(alerts))
 
 
 def prune_telemetry(session: Session, device_id: str, retention: Retention, now: datetime) -> None:

@@ -5,7 +5,7 @@ to the boards the store knows (a device id, `group:NAME`, `all`) and writes one 
 `FleetJobBoard` per board: `sent` for a board that is online (the service publishes the command to its
 own topic), and for one that is offline `pending` (config `jobs.offline = "wait"`: it is sent when the
 board's status says online again) or `offline` at once (`"fail"`). `track` moves a board's state from
-its events and results (accepted, running with progress, done, failed, rejected, cancelled,
+its events (accepted, running with progress, rejected) and its result (done, failed, cancelled,
 interrupted) in ingest's transaction, and returns the pending commands a board that came back online is
 owed; `expire` ends what the deadline overtook (`timed_out`, or `offline` for a board that never came
 back). A late result still lands in its job. Everything is in the store, so a restarted coordinator
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from agent.errors import ProtocolError
+from agent.errors import JobError, ProtocolError
 from agent.fleet.settings import JobSettings
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import Board, FleetJob, FleetJobBoard
@@ -39,13 +39,9 @@ from agent.mqtt.protocol import (
 
 FINAL_STATES = ("done", "failed", "rejected", "cancelled", "interrupted", "timed_out", "offline")
 BOARD_STATES = ("pending", "sent", "accepted", "running") + FINAL_STATES
-_EVENT_STATES = {"accepted": "accepted", "started": "running", "progress": "running", "rejected": "rejected",
-                 "done": "done", "failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted"}
-
-
-class JobError(ProtocolError):
-    """A fleet job that cannot be made: `unknown_board` (no such board), `no_boards` (an empty group or
-    fleet), or the command's own protocol error (`unknown_command`, `bad_value`, ...)."""
+# The events that move a board's state. The end of a job (done, failed, ...) is taken from its result, which
+# carries what the job made and always follows its final event, so a finished board has its result linked.
+_EVENT_STATES = {"accepted": "accepted", "started": "running", "progress": "running", "rejected": "rejected"}
 
 
 @dataclass(frozen=True)
@@ -183,8 +179,8 @@ def _advance(row: FleetJobBoard, message: Any, result_id: Optional[int], now: da
         row.state, row.progress, row.result_id = message.status, None, result_id
         row.detail = f"{message.code}: {message.message}" if message.code else None
     else:
-        state = _EVENT_STATES[message.event]
-        if row.state in FINAL_STATES and row.state != "timed_out":
+        state = _EVENT_STATES.get(message.event)
+        if state is None or row.state in FINAL_STATES and row.state != "timed_out":
             return
         row.state = state
         if isinstance(message.progress, (int, float)) and 0 <= message.progress <= 1:

@@ -28,6 +28,7 @@ from agent.config import (
     text,
 )
 from agent.errors import ConfigError
+from agent.fleet.http import local_token_file
 
 ENV_PREFIX = "EDGE_COORDINATOR_"
 DEFAULT_PATH = Path("/etc/edge-agent/coordinator.toml")
@@ -128,12 +129,7 @@ _SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSet
 
 def local_state() -> Path:
     """Where the local profile keeps the coordinator's database and its operator token."""
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "edge-agent-coordinator"
-
-
-def local_token_file() -> Path:
-    """The local profile's operator token, read by `edge-agent fleet` when no token is given."""
-    return local_state() / "operator.token"
+    return local_token_file().parent
 
 
 def local_token() -> ApiToken:

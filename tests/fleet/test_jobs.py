@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 from support.fleet import RealReports, at, bench_result, status, ts, wire
 
+from agent.errors import JobError
 from agent.fleet import jobs
 from agent.fleet.ingest import ingest
 from agent.fleet.settings import JobSettings
@@ -65,6 +66,8 @@ def test_events_and_results_move_each_board_and_a_late_result_lands(store: Store
     assert running is not None
     assert [(board.state, board.progress) for board in running.boards][0] == ("running", 0.5)
     ingest(store, *_event("board-b", view.id, "rejected", code="busy", message="queue full"), received_at=at(3))
+    ingest(store, *_event("board-a", view.id, "done"), received_at=at(4))
+    assert _states(store, view.id)["board-a"] == "running"  # the result ends it, with what it made
     ingest(store, *bench_result("board-a", real.host, view.id, seconds=4), received_at=at(4))
     ended = jobs.get_job(store, view.id)
     assert ended is not None and ended.finished
@@ -101,7 +104,7 @@ def test_an_offline_board_that_never_returns_is_offline_or_fails_at_once(store: 
 def test_a_bad_command_or_target_is_refused_before_anything_is_sent(store: Store, target: str, cmd: str,
                                                                     args: Dict[str, Any], code: str) -> None:
     _boards(store)
-    with pytest.raises(jobs.JobError) as refused:
+    with pytest.raises(JobError) as refused:
         jobs.create_job(store, target, cmd, args, WAIT, "edge", at(1))
     assert refused.value.code == code and "\n" not in refused.value.message
     assert jobs.list_jobs(store) == []

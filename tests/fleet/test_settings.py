@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.fleet.settings import hash_token, load, local_token_file
+from agent.fleet.http import local_token_file
+from agent.fleet.settings import hash_token, load
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "coordinator.toml"
 

@@ -1,0 +1,201 @@
+"""Regression detection, as continuous-benchmarking tools do it (docs/coordinator.md, "Regressions").
+
+A configuration is (board model, model sha256, backend, precision, threads, runtime version, batch). Its
+baseline is the last `baseline_results` *stable* measurements before the new one (unstable ones never enter
+it). A new measurement is judged once `min_baseline` of them exist, per measure: p50 and p99 must not rise
+above the baseline median by more than `p50_pct`/`p99_pct` percent, Top-1 and the agreement with the FP32
+reference must not fall by more than `top1_points`/`fidelity_points` points, and in both cases the move must
+also exceed `mad_k` robust deviations (1.4826 × MAD) of the baseline, so a noisy baseline needs a larger
+move. A measurement that is itself unstable is not judged on latency (its accuracy still is). A new runtime
+version or a new model file for the same board model, model name, backend, precision, threads and batch is
+an "expected change": a note that a new baseline starts, never an alert.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.fleet.settings import RegressionSettings
+from agent.fleet.store.database import Store
+from agent.fleet.store.models import Alert, Measurement, StoredResult
+
+MAD_SCALE = 1.4826  # MAD × this estimates the standard deviation of normal data
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one measure is judged: its column, whether higher is worse, and its threshold setting."""
+
+    measure: str
+    higher_is_worse: bool
+    setting: str  # the RegressionSettings field: a percent of the median, or points (1 point = 0.01)
+    name: str
+
+
+RULES = (Rule("p50_ms", True, "p50_pct", "p50"), Rule("p99_ms", True, "p99_pct", "p99"),
+         Rule("top1", False, "top1_points", "Top-1"), Rule("top1_agreement", False, "fidelity_points", "fidelity"))
+LATENCY = ("p50_ms", "p99_ms")
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """An alert or expected-change note as the API and the MQTT alert message carry it."""
+
+    id: int
+    kind: str
+    state: str
+    measure: str
+    created_at: datetime
+    device_id: str
+    result_id: int
+    measurement_id: int
+    board_model: Optional[str]
+    model_name: Optional[str]
+    model_sha256: Optional[str]
+    backend: Optional[str]
+    precision: Optional[str]
+    threads: Optional[int]
+    runtime_version: Optional[str]
+    value: Optional[float]
+    baseline: Optional[float]
+    baseline_count: Optional[int]
+    limit: Optional[float]
+    message: str
+
+    @classmethod
+    def of(cls, row: Alert) -> AlertRecord:
+        """The record of a stored alert."""
+        return cls(**{item.name: getattr(row, item.name) for item in fields(cls)})
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-able values; `created_at` in ISO 8601 UTC with a Z."""
+        document = {item.name: getattr(self, item.name) for item in fields(self)}
+        document["created_at"] = self.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return document
+
+
+def _same(column: Any, value: Any) -> Any:
+    """Equality that holds for two NULLs too (an unknown board model or thread count is a value here)."""
+    return column.is_(None) if value is None else column == value
+
+
+def check_result(session: Session, result: StoredResult, settings: RegressionSettings,
+                 now: datetime) -> List[AlertRecord]:
+    """Judge each successful measurement of a newly stored result against its baseline; store and return
+    the alerts and expected-change notes it raises."""
+    session.flush()  # the measurements' ids
+    found: List[Alert] = []
+    for measurement in result.measurements:
+        if measurement.status == "ok":
+            found += _judge(session, measurement, settings, now)
+    for alert in found:
+        session.add(alert)
+    session.flush()
+    return [AlertRecord.of(alert) for alert in found]
+
+
+def _judge(session: Session, new: Measurement, settings: RegressionSettings, now: datetime) -> List[Alert]:
+    configuration = [_same(Measurement.board_model, new.board_model), _same(Measurement.model_sha256, new.model_sha256),
+                     _same(Measurement.backend, new.backend), _same(Measurement.precision, new.precision),
+                     _same(Measurement.threads, new.threads), _same(Measurement.runtime_version, new.runtime_version),
+                     _same(Measurement.batch, new.batch)]
+    earlier = [Measurement.status == "ok", Measurement.id != new.id, Measurement.result_id != new.result_id,
+               Measurement.ts <= new.ts]
+    if session.scalars(select(Measurement.id).where(*configuration, *earlier).limit(1)).first() is None:
+        change = _expected_change(session, new, earlier, now)
+        return [change] if change else []
+    baseline = list(session.scalars(select(Measurement).where(*configuration, *earlier,
+                                                               Measurement.stability == "stable")
+                                    .order_by(Measurement.ts.desc(), Measurement.id.desc())
+                                    .limit(settings.baseline_results)))
+    if len(baseline) < settings.min_baseline:
+        return []
+    alerts = []
+    for rule in RULES:
+        if rule.measure in LATENCY and new.stability == "unstable":
+            continue
+        value = getattr(new, rule.measure)
+        history = [getattr(row, rule.measure) for row in baseline if getattr(row, rule.measure) is not None]
+        if value is None or len(history) < settings.min_baseline:
+            continue
+        limit = _limit(rule, history, getattr(settings, rule.setting), settings.mad_k)
+        if (value > limit) if rule.higher_is_worse else (value < limit):
+            alerts.append(_alert(new, "regression", "open", rule.measure, now, value, history, limit,
+                                 _message(rule, value, statistics.median(history), len(history), limit)))
+    return alerts
+
+
+def _limit(rule: Rule, history: Sequence[float], threshold: float, mad_k: float) -> float:
+    """The value past which a measure is a regression: the threshold and the baseline's noise, the larger."""
+    median = statistics.median(history)
+    spread = MAD_SCALE * statistics.median(abs(value - median) for value in history)
+    if rule.higher_is_worse:
+        return median + max(threshold / 100 * median, mad_k * spread)
+    return median - max(threshold / 100, mad_k * spread)
+
+
+def _message(rule: Rule, value: float, median: float, count: int, limit: float) -> str:
+    """One line: the measure, how far it moved, against what."""
+    if rule.higher_is_worse:
+        return (f"{rule.name} {value:.4g} ms is {(value / median - 1) * 100:.0f}% above the baseline median "
+                f"{median:.4g} ms of {count} stable results (limit {limit:.4g} ms)")
+    return (f"{rule.name} {value * 100:.2f}% is {(median - value) * 100:.2f} points below the baseline median "
+            f"{median * 100:.2f}% of {count} stable results (limit {limit * 100:.2f}%)")
+
+
+def _expected_change(session: Session, new: Measurement, earlier: List[Any], now: datetime) -> Optional[Alert]:
+    """The note for the first measurement of a configuration whose runtime version or model file changed."""
+    same_setup = [_same(Measurement.board_model, new.board_model), _same(Measurement.model_name, new.model_name),
+                  _same(Measurement.backend, new.backend), _same(Measurement.precision, new.precision),
+                  _same(Measurement.threads, new.threads), _same(Measurement.batch, new.batch)]
+    before = session.scalars(select(Measurement).where(*same_setup, *earlier)
+                             .order_by(Measurement.ts.desc(), Measurement.id.desc()).limit(1)).first()
+    if before is None:
+        return None
+    changes = []
+    if before.runtime_version != new.runtime_version:
+        changes.append(f"runtime {new.backend} {before.runtime_version} -> {new.runtime_version}")
+    if before.model_sha256 != new.model_sha256:
+        changes.append(f"model file {str(before.model_sha256)[:12]} -> {str(new.model_sha256)[:12]}")
+    return _alert(new, "expected_change", "noted", "configuration", now, None, [], None,
+                  f"{' and '.join(changes)}: a new baseline starts (not a regression)")
+
+
+def _alert(new: Measurement, kind: str, state: str, measure: str, now: datetime, value: Optional[float],
+           history: Sequence[float], limit: Optional[float], message: str) -> Alert:
+    return Alert(kind=kind, state=state, measure=measure, created_at=now, device_id=new.device_id,
+                 result_id=new.result_id, measurement_id=new.id, board_model=new.board_model,
+                 model_name=new.model_name, model_sha256=new.model_sha256, backend=new.backend,
+                 precision=new.precision, threads=new.threads, runtime_version=new.runtime_version, value=value,
+                 baseline=statistics.median(history) if history else None, baseline_count=len(history) or None,
+                 limit=limit, message=message)
+
+
+def list_alerts(store: Store, state: Optional[str] = None, device_id: Optional[str] = None,
+                limit: int = 200) -> List[AlertRecord]:
+    """Alerts and notes, newest first, optionally in one state or of one board."""
+    query = select(Alert)
+    if state is not None:
+        query = query.where(Alert.state == state)
+    if device_id is not None:
+        query = query.where(Alert.device_id == device_id)
+    with store.session() as session:
+        return [AlertRecord.of(row) for row in
+                session.scalars(query.order_by(Alert.created_at.desc(), Alert.id.desc()).limit(limit))]
+
+
+def acknowledge(store: Store, alert_id: int) -> Optional[AlertRecord]:
+    """Mark an open alert acknowledged (a note stays noted); None when there is no such alert."""
+    with store.session() as session:
+        row = session.get(Alert, alert_id)
+        if row is None:
+            return None
+        if row.state == "open":
+            row.state = "acknowledged"
+        return AlertRecord.of(row)

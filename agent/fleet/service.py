@@ -1,0 +1,247 @@
+"""`edge-agent coordinator`: the fleet's long-running service (docs/coordinator.md, "The service").
+
+It subscribes (QoS 1, a persistent session, its own broker account) to every board's status, telemetry,
+events and results, and hands each message to `ingest` in order. A message is acknowledged to the broker
+only after its transaction committed: while the database is unreachable the message waits and is tried
+again, and a coordinator stopped meanwhile gets it again from the broker's session when it is back, so a
+database outage or a restart loses nothing. What ingest returns is then carried out: fleet-job commands
+owed to a board that came back online, and regression alerts published on `<root>/coordinator/alerts`.
+Fleet jobs made through the HTTP API (`dispatch`) are published to each board's own command topic. The
+HTTP API (agent/fleet/api.py) is served by uvicorn on a thread; the main loop expires job deadlines and
+keeps the systemd watchdog fed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.errors import StoreError
+from agent.fleet import jobs
+from agent.fleet.api import make_app
+from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest
+from agent.fleet.metrics import CoordinatorMetrics
+from agent.fleet.settings import CoordinatorConfig
+from agent.fleet.store.database import Store, open_store
+from agent.mqtt.link import Backoff, connect_properties, make_client
+from agent.mqtt.messages import utc_now
+from agent.notify import Notifier
+
+_log = logging.getLogger(__name__)
+
+TICK_S = 0.5  # the main loop's longest wait: job deadlines and the watchdog are checked this often
+SUBSCRIBED_KINDS = ("status", "telemetry", "events", "results")
+ALERT_SCHEMA = "edge-agent/alert/1"
+
+
+@dataclass(frozen=True)
+class Received:
+    """A board's message as the broker delivered it; acknowledged once ingest committed it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+def alerts_topic(root: str) -> str:
+    """Where the coordinator publishes regression alerts (no board may publish there: `coordinator` is an
+    operator's name, never a device id)."""
+    return f"{root}/coordinator/alerts"
+
+
+def ingest_settings(config: CoordinatorConfig) -> IngestSettings:
+    """Ingest's settings from the coordinator's [mqtt] and [database] sections."""
+    database = config.database
+    return IngestSettings(root=config.mqtt.root, max_payload_bytes=database.max_payload_bytes,
+                          retention=Retention(database.telemetry_max_age_s or None,
+                                              database.telemetry_max_count or None),
+                          regressions=config.regressions)
+
+
+class CoordinatorService:
+    """The coordinator: a broker link into ingest, the HTTP API, fleet jobs; `run` until SIGTERM."""
+
+    def __init__(self, config: CoordinatorConfig, notifier: Optional[Notifier] = None) -> None:
+        """Open the store (a `StoreError` if it cannot be opened) and prepare the broker link."""
+        self.config = config
+        self.settings = ingest_settings(config)
+        self.notifier = notifier or Notifier()
+        self.store: Store = open_store(config.database.url)
+        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.version5 = config.mqtt.protocol != "3.1.1"
+        self.api_address: Optional[Tuple[str, int]] = None
+        self._metrics: Any = None
+        self._server: Any = None
+        self._client: Any = None
+        self._outage_since: Optional[float] = None
+
+    # start and stop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; 0 on a clean stop."""
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: self.stopping.set())
+        self.start()
+        try:
+            self.loop()
+        finally:
+            self.stop()
+        return 0
+
+    def start(self) -> None:
+        """Connect to the broker (in the background: it may be down), serve the API, tell systemd READY."""
+        self._metrics = CoordinatorMetrics(self.store)
+        self._client = self._new_client()
+        self._serve_api()
+        host, port = self.api_address or ("-", 0)
+        _log.info("coordinator ready: database %s, API http://%s:%d/", self.store.engine.url.render_as_string(
+            hide_password=True), host, port)
+        self.notifier.ready(f"API on {host}:{port}")
+
+    def stop(self) -> None:
+        """Stop the API and the broker link; unacknowledged messages stay with the broker's session."""
+        self.notifier.stopping()
+        self.stopping.set()
+        if self._server is not None:
+            self._server.should_exit = True
+            self._api_thread.join(timeout=10)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.store.close()
+
+    def _serve_api(self) -> None:
+        app = make_app(self.store, self.config.api, dispatch=self.dispatch, metrics=self._metrics)
+        api = self.config.api
+        self._server = uvicorn.Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
+                                                     access_log=False, lifespan="off"))
+        self._api_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self._api_thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._api_thread.is_alive() or time.monotonic() > deadline:
+                raise StoreError(f"the HTTP API could not listen on {api.host}:{api.port} (in use?)")
+            time.sleep(0.02)
+        self.api_address = self._server.servers[0].sockets[0].getsockname()[:2]
+
+    # the broker link (paho's network thread: record and return) -----------------------------------
+
+    def _new_client(self) -> Any:
+        mqtt = self.config.mqtt
+        client = make_client(mqtt, f"edge-coordinator-{mqtt.username or 'anonymous'}-{socket.gethostname()}"[:64],
+                             mqtt.username, self.version5, manual_ack=True, persistent=True)
+        client.max_inflight_messages_set(mqtt.inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(mqtt.reconnect_min_s, mqtt.reconnect_max_s)
+        client.connect_async(mqtt.host, mqtt.port, mqtt.keepalive_s, clean_start=False,
+                             properties=connect_properties(self.version5, mqtt.session_expiry_s))
+        client.loop_start()
+        return client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            _log.error("the broker refused the coordinator's connection: %s", reason)
+            return
+        root = self.config.mqtt.root
+        client.subscribe([(f"{root}/+/{kind}", 1) for kind in SUBSCRIBED_KINDS])
+        _log.info("connected to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self.connected.is_set() and not self.stopping.is_set():
+            _log.warning("lost the broker connection: %s", reason)
+        self.connected.clear()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.inbox.put(Received(message.topic, bytes(message.payload), message.mid, message.qos))
+
+    # the main loop --------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        """Ingest messages in order, expire job deadlines, feed the watchdog, until stopping."""
+        next_watchdog = next_expiry = 0.0
+        while not self.stopping.is_set():
+            try:
+                received: Optional[Received] = self.inbox.get(timeout=TICK_S)
+            except queue.Empty:
+                received = None
+            if received is not None:
+                self.take(received)
+            now = time.monotonic()
+            if now >= next_expiry:
+                next_expiry = now + 1.0
+                self._guarded(lambda: jobs.expire(self.store, datetime.now(timezone.utc)))
+            if self.notifier.watchdog_s and now >= next_watchdog:
+                next_watchdog = now + self.notifier.watchdog_s / 3
+                self.notifier.watchdog()
+
+    def take(self, received: Received) -> None:
+        """Ingest one message, retrying while the database is down; then acknowledge it and carry out
+        what it asked for. A message still unstored when the service stops is not acknowledged."""
+        backoff = Backoff(0.2, 10.0)
+        while True:
+            outcome = self._guarded(lambda: ingest(self.store, received.topic, received.payload, self.settings))
+            if outcome is not None or self.stopping.is_set():
+                break
+            if self.notifier.watchdog_s:
+                self.notifier.watchdog()
+            self.stopping.wait(backoff.next())
+        if outcome is None:
+            return
+        self._client.ack(received.mid, received.qos)
+        self._metrics.ingested(outcome.outcome)
+        self._carry_out(outcome)
+
+    def _guarded(self, work: Any) -> Any:
+        """`work()`, or None while the database is unreachable (said once per outage, and when it ends)."""
+        try:
+            value = work()
+        except (SQLAlchemyError, StoreError) as error:
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                _log.error("the database is unavailable (%s); messages wait and are tried again",
+                           str(getattr(error, "orig", None) or error).splitlines()[0])
+            return None
+        if self._outage_since is not None:
+            _log.warning("the database is back after %.1f s", time.monotonic() - self._outage_since)
+            self._outage_since = None
+        return value
+
+    def _carry_out(self, outcome: Outcome) -> None:
+        """Publish what a message made due: commands for a board back online, regression alerts."""
+        self._publish_sends(outcome.sends)
+        for alert in outcome.alerts:
+            document = {"schema": ALERT_SCHEMA, "ts": utc_now(), **alert.to_dict()}
+            self._client.publish(alerts_topic(self.config.mqtt.root), json.dumps(document), qos=1)
+            _log.warning("alert: %s on %s", alert.message, alert.device_id)
+
+    def _publish_sends(self, sends: Sequence[jobs.Send]) -> None:
+        for send in sends:
+            self._client.publish(send.topic, send.payload, qos=1)
+
+    # fleet jobs from the API ----------------------------------------------------------------------
+
+    def dispatch(self, target: str, cmd: str, args: Dict[str, Any], created_by: str) -> jobs.JobView:
+        """Make a fleet job and publish its command to each online board of the target (`JobError` when
+        the command or the target is bad)."""
+        view, sends = jobs.create_job(self.store, target, cmd, args, self.config.jobs, self.config.mqtt.root,
+                                      datetime.now(timezone.utc), created_by)
+        self._publish_sends(sends)
+        _log.info("fleet job %s: %s to %s (%d boards)", view.id, cmd, target, len(view.boards))
+        return view

@@ -1,0 +1,159 @@
+"""The coordinator as a real service process for tests, and a small client of its HTTP API.
+
+    service = CoordinatorProcess(tmp_path, broker, database_url).start()   # edge-agent coordinator --config ...
+    service.api.get("/api/v1/boards")                                      # JSON, with the operator token
+    service.stop(); service.start()                                        # a restart, same database
+
+Two tokens are configured: `READ_TOKEN` (role read) and `OPERATOR_TOKEN` (role operator).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from support.agent import toml_value
+from support.broker import Broker, free_port
+
+from agent.fleet.settings import hash_token
+
+ROOT = Path(__file__).resolve().parents[2]
+READ_TOKEN = "read-token-for-tests"
+OPERATOR_TOKEN = "operator-token-for-tests"
+START_TIMEOUT_S = 60.0
+
+
+class Api:
+    """JSON over HTTP to a coordinator's API on 127.0.0.1, with a bearer token."""
+
+    def __init__(self, base: str, token: Optional[str] = OPERATOR_TOKEN) -> None:
+        self.base, self.token = base, token
+
+    def call(self, method: str, path: str, body: Any = None, token: Any = "default") -> Tuple[int, Any]:
+        """(HTTP status, decoded JSON body) of one request; `token=None` sends none."""
+        headers = {"Content-Type": "application/json"}
+        chosen = self.token if token == "default" else token
+        if chosen is not None:
+            headers["Authorization"] = f"Bearer {chosen}"
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            raw, status = error.read(), error.code
+        text = raw.decode("utf-8")
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def get(self, path: str) -> Any:
+        """GET that must succeed: the JSON body."""
+        status, body = self.call("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def text(self, path: str) -> str:
+        """A plain-text GET (`/metrics`)."""
+        with urllib.request.urlopen(self.base + path, timeout=30) as response:
+            return response.read().decode("utf-8")
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
+    """Poll `probe` until it returns something true; its value, or AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last: {value!r})")
+        time.sleep(every)
+
+
+class CoordinatorProcess:
+    """One `edge-agent coordinator` with its own config in `workdir`, on the test broker and a database."""
+
+    started: List[CoordinatorProcess] = []
+
+    def __init__(self, workdir: Path, broker: Broker, database_url: str,
+                 settings: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        sections: Dict[str, Dict[str, Any]] = {
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "tls": False, "reconnect_min_s": 0.1,
+                     "reconnect_max_s": 0.5, "keepalive_s": 5},
+            "database": {"url": database_url},
+            "api": {"host": "127.0.0.1", "port": self.port},
+            "jobs": {"timeout_s": 120},
+        }
+        for name, values in (settings or {}).items():
+            sections.setdefault(name, {}).update(values)
+        lines: List[str] = []
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        for name, role, token in (("tests-read", "read", READ_TOKEN), ("tests-operator", "operator", OPERATOR_TOKEN)):
+            lines += ["[[api.tokens]]", f'name = "{name}"', f'role = "{role}"', f'sha256 = "{hash_token(token)}"']
+        self.config = self.workdir / "coordinator.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log_path = self.workdir / "coordinator.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.api = Api(f"http://127.0.0.1:{self.port}")
+
+    def start(self) -> CoordinatorProcess:
+        """Start the service and wait until its API answers."""
+        CoordinatorProcess.started.append(self)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "agent.cli", "coordinator", "--config",
+                                             str(self.config), "--log-level", "debug"],
+                                            cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+        wait_for(f"the coordinator's API on port {self.port}\n{self.log()}", self._answers, START_TIMEOUT_S)
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the coordinator exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.api.call("GET", "/api/v1/boards")[0] == 200
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        """Whether the service process is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        if not self.alive():
+            return self.process.returncode if self.process else 0
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"the coordinator did not stop within {timeout} s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        """Everything the service logged."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -5,7 +5,8 @@ the cross-board comparison, and where to look. It stays up until Ctrl-C (`--exit
     .venv/bin/python scripts/fleet_demo.py [--dir .fleet-demo] [--exit]
 
 Everything is on 127.0.0.1: the broker on 1883 and the API on 8470 when they are free (then `edge-agent
-fleet ...` needs no options: the local profile's token is read from its file), else on free ports.
+fleet ...` needs no options: the coordinator runs with the local profile, whose operator token the CLI reads
+from ~/.local/state/edge-agent-coordinator), else on free ports.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from agent.fleet.http import local_token_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE_AGENT = [sys.executable, "-m", "agent.cli"]
@@ -64,7 +67,7 @@ class Demo:
         self.processes: List[Tuple[str, subprocess.Popen]] = []
         self.broker_port, self.api_port = port(1883), port(8470)
         self.api = f"http://127.0.0.1:{self.api_port}"
-        self.env = dict(os.environ, XDG_STATE_HOME=str(folder / "state"), PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.token = ""
 
     def spawn(self, name: str, command: List[str]) -> None:
@@ -117,7 +120,7 @@ class Demo:
             "mqtt": mqtt, "database": {"url": str(self.folder / "coordinator.db")},
             "api": {"port": self.api_port}, "jobs": {"timeout_s": 300}})
         self.spawn("coordinator", [*EDGE_AGENT, "coordinator", "--local", "--config", str(coordinator)])
-        token_file = Path(self.env["XDG_STATE_HOME"]) / "edge-agent-coordinator" / "operator.token"
+        token_file = local_token_file()  # the local profile's: `edge-agent fleet` reads it with no options
         self.wait("the coordinator's API", lambda: token_file.is_file() and self._api_up(token_file), 60)
         for device, group, settings in BOARDS:
             agent = write_toml(self.folder / f"{device}.toml", dict(
@@ -160,9 +163,9 @@ class Demo:
         options = "" if same else f" --api {self.api}"
         print(f"""where to look:
   API        {self.api}/docs (OpenAPI: {self.api}/openapi.json)
-  token      {self.folder}/state/edge-agent-coordinator/operator.token
+  token      {local_token_file()} (the local profile's; `edge-agent fleet` reads it)
   metrics    {self.api}/metrics
-  CLI        XDG_STATE_HOME={self.folder}/state .venv/bin/edge-agent fleet boards{options}
+  CLI        .venv/bin/edge-agent fleet boards{options}
              ... fleet results | compare-boards {sha256[:12]}... | alerts | jobs {job_id}
   broker     127.0.0.1:{self.broker_port} (mosquitto_sub -p {self.broker_port} -t 'edge/#' -v)
   logs       {self.folder}/*.log; database {self.folder}/coordinator.db""", flush=True)

@@ -3,22 +3,25 @@
     service = CoordinatorProcess(tmp_path, broker, database_url).start()   # edge-agent coordinator --config ...
     service.api.get("/api/v1/boards")                                      # JSON, with the operator token
     service.stop(); service.start()                                        # a restart, same database
+    with served_api(make_app(store, api)) as api: ...                       # the API alone, in this process
 
 Two tokens are configured: `READ_TOKEN` (role read) and `OPERATOR_TOKEN` (role operator).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from support.agent import toml_value
 from support.broker import Broker, free_port
@@ -157,3 +160,20 @@ class CoordinatorProcess:
     def log(self) -> str:
         """Everything the service logged."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def served_api(app: Any) -> Iterator[Api]:
+    """An ASGI app served by a real uvicorn on a free 127.0.0.1 port in a thread, as an `Api` (operator token)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for("uvicorn started", lambda: server.started, timeout=30, every=0.02)
+    try:
+        yield Api(f"http://127.0.0.1:{server.config.port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -201,7 +201,8 @@ def report_summaries(report: Dict[str, Any]) -> List[str]:
         if not isinstance(item, dict):
             continue
         backend, latency = item.get("backend") or {}, item.get("latency") or {}
-        label = f"{(item.get('model') or {}).get('name', '?')} {backend.get('name', '?')}/{item.get('precision', '?')}"
+        model = item.get("model") or {}
+        label = f"{model.get('name', '?')} {backend.get('name', '?')}/{model.get('precision', '?')}"
         if item.get("status") != "ok":
             lines.append(f"{label}: failed: {(item.get('error') or {}).get('message', '?')}")
             continue

@@ -5,7 +5,8 @@ for Prometheus; the OpenAPI description at `/openapi.json` (and `/docs`). Every 
 (when `api.metrics_public`) needs `Authorization: Bearer <token>`; a token is known by its SHA-256 in the
 config, `read` tokens may GET, `operator` tokens may also make jobs and acknowledge alerts. Every error is
 JSON, `{"error": {"code": "...", "message": "one line"}}`: 401 without a valid token, 403 for a read token
-on an operator action, 404 naming an unknown board, result, model, job or alert, 422 for a bad request.
+on an operator action, 404 naming an unknown board, result, model, job or alert, 422 for a bad request, 503
+while the database is unreachable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent import __version__
@@ -93,6 +95,11 @@ def make_app(store: Store, api: ApiSettings, dispatch: Optional[Dispatch] = None
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = f"no such path {request.url.path}" if error.status_code == 404 else str(error.detail)
         return _error(error.status_code, _STATUS_CODES.get(error.status_code, "error"), message)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, error: SQLAlchemyError) -> JSONResponse:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        return _error(503, "database_unavailable", f"the coordinator's database is unavailable: {reason}")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

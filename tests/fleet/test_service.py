@@ -18,6 +18,8 @@ from support.agent import QUICK_BENCH, AgentProcess, coordinator, no_stray_agent
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.cli import run_cli
 from support.coordinator import OPERATOR_TOKEN, READ_TOKEN, CoordinatorProcess, wait_for
+from support.fleet import RealReports, bench_result
+from support.postgres import PostgresServer, postgres_bin
 
 from agent.mqtt.messages import utc_now
 
@@ -105,6 +107,14 @@ def test_a_bench_to_all_is_one_job_whose_results_land_once(service: CoordinatorP
     assert table.code == 0, table.stderr
     assert all(device in table.stdout for device in ("board-a", "board-b", "board-c"))
     assert table.stdout.count("done") >= 3
+
+    # `fleet send` straight to a board: a short summary per report, not the raw JSON.
+    pairs = [f"{key}={json.dumps(value)}" for key, value in QUICK_BENCH.items()]
+    summary = run_cli("fleet", "send", "board-c", "bench", *pairs, "--host", "127.0.0.1", "--port", str(broker.port),
+                      "--no-tls", "--timeout", "120")
+    assert summary.code == 0, summary.stderr
+    line = next(line for line in summary.stdout.splitlines() if "p50" in line)
+    assert "tflite/fp32" in line and "p99" in line and "top1" in line and "{" not in summary.stdout, summary.stdout
 
 
 def _variant(result: Dict[str, Any], p50_factor: float, runtime_version: Any = None) -> Dict[str, Any]:
@@ -206,3 +216,35 @@ def test_bad_messages_are_counted_and_the_service_lives_on(service: CoordinatorP
     assert status == 403, body
     status, body = service.api.call("GET", "/api/v1/jobs/no-such-job", token=OPERATOR_TOKEN)
     assert status == 404 and "no-such-job" in body["error"]["message"]
+
+
+def test_a_database_outage_loses_no_result(tmp_path: Path, broker: Broker, real: RealReports) -> None:
+    """The coordinator's PostgreSQL stops while a board's result arrives: the service stays up, says so once,
+    keeps the message unacknowledged, and stores it when the database is back."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed")
+    with PostgresServer() as database:
+        service = CoordinatorProcess(tmp_path / "coordinator", broker, database.new_database()).start()
+        try:
+            topic, payload = bench_result("board-a", real.host, "cmd-outage")
+            database.pause()
+            with coordinator(broker) as fleet:
+                fleet.client.publish(topic, payload, qos=1).wait_for_publish(10)
+            wait_for("the outage logged", lambda: "the database is unavailable" in service.log(), timeout=30)
+            assert service.alive()
+            code, body = service.api.call("GET", "/api/v1/boards")
+            assert code == 503 and body["error"]["code"] == "database_unavailable", body
+            database.resume()
+            stored = wait_for("the result stored after the outage", lambda: _stored(service, "cmd-outage"), timeout=60)
+            assert stored["device_id"] == "board-a" and "the database is back" in service.log()
+            assert service.log().count("the database is unavailable") == 1
+        finally:
+            service.kill()
+
+
+def _stored(service: CoordinatorProcess, command_id: str) -> Any:
+    try:
+        return next((row for row in service.api.get("/api/v1/results")["results"]
+                     if row["command_id"] == command_id), None)
+    except AssertionError:
+        return None  # the API answers 503 while the database is down

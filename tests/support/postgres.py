@@ -51,11 +51,19 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         """initdb and start the server; return once it accepts connections."""
-        data = self.folder / "data"
-        self._run("initdb", "-D", str(data), "-U", "test", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.folder / "log"), "-w", "-o", options, "start")
+        self._run("initdb", "-D", str(self.folder / "data"), "-U", "test", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.resume()
         return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: an outage (`resume` ends it)."""
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on its data and port; return once it accepts connections."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", "-o", options,
+                  "start")
 
     def new_database(self) -> str:
         """Create an empty database and return its URL."""

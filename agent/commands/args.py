@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from agent.errors import UsageError
 
@@ -49,3 +49,19 @@ def pairs(values: Sequence[str], flag: str) -> Dict[str, str]:
             raise UsageError(f"{flag} takes NAME=VALUE, not {text!r}")
         found[name] = value
     return found
+
+
+def service_options(parser: argparse.ArgumentParser, config: str, variables: str, local: str) -> None:
+    """The options of a long-running service (`run`, `coordinator`): its settings file (none with --local),
+    the local profile, and the log level."""
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"the settings file (default {config}, none with --local); {variables} variables "
+                             "override it")
+    parser.add_argument("--local", action="store_true", help=f"the local profile: {local}")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="what to log on stderr (the journal under systemd); default info")
+
+
+def settings_path(args: argparse.Namespace, config: str) -> Optional[str]:
+    """The settings file a service reads: the one given, else `config` unless --local."""
+    return args.config or (None if args.local else config)

@@ -13,7 +13,10 @@ import secrets
 import sys
 from typing import Any
 
+from agent.commands.args import service_options, settings_path
 from agent.errors import UsageError
+
+CONFIG = "/etc/edge-agent/coordinator.toml"
 
 NEEDED = ("sqlalchemy", "alembic", "fastapi", "uvicorn", "prometheus_client", "paho")
 
@@ -22,14 +25,8 @@ def register(commands: Any) -> None:
     """Add the `coordinator` parser."""
     parser = commands.add_parser("coordinator", help="keep the fleet's results, compare boards, watch for "
                                                      "regressions, serve the fleet API (coordinator.service)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="the settings file (default /etc/edge-agent/coordinator.toml, none with --local); "
-                             "EDGE_COORDINATOR_* variables override it")
-    parser.add_argument("--local", action="store_true",
-                        help="the local profile: a broker on 127.0.0.1:1883 without TLS, the database and an "
-                             "operator token in ~/.local/state/edge-agent-coordinator (docs/coordinator.md)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
-                        help="what to log on stderr (the journal under systemd); default info")
+    service_options(parser, CONFIG, "EDGE_COORDINATOR_*", "a broker on 127.0.0.1:1883 without TLS, the database "
+                    "and an operator token in ~/.local/state/edge-agent-coordinator (docs/coordinator.md)")
     parser.add_argument("--new-token", metavar="NAME",
                         help="print a new API token and the [[api.tokens]] block (its SHA-256) for the config, "
                              "then exit")
@@ -50,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.fleet.settings import load
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    path = args.config or (None if args.local else "/etc/edge-agent/coordinator.toml")
-    return CoordinatorService(load(path, profile="local" if args.local else None)).run()
+    return CoordinatorService(load(settings_path(args, CONFIG), profile="local" if args.local else None)).run()
 
 
 def _new_token(name: str, role: str) -> int:

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 
 from agent.errors import ConfigError
 from agent.fleet.http import local_token_file
@@ -62,3 +63,14 @@ def test_the_local_profile_makes_one_private_operator_token(tmp_path: Path, monk
     assert [token.sha256 for token in first.api.tokens] == [hash_token(token_file.read_text().strip())]
     again = load(None, environ={}, profile="local")
     assert again.api.tokens == first.api.tokens
+
+
+def test_new_token_prints_a_block_the_config_takes(tmp_path: Path) -> None:
+    made = run_cli("coordinator", "--new-token", "ops", "--role", "operator")
+    assert made.code == 0, made.stderr
+    token = made.stderr.strip().rsplit(" ", 1)[1]
+    path = tmp_path / "coordinator.toml"
+    path.write_text(made.stdout)
+    (configured,) = load(path, environ={}).api.tokens
+    assert (configured.name, configured.role, configured.sha256) == ("ops", "operator", hash_token(token))
+    assert token not in made.stdout  # only its hash goes into the file

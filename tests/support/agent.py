@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 from support.broker import Broker
 from support.faults import fault_env
+from support.process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -44,8 +45,10 @@ def toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class AgentProcess:
+class AgentProcess(ServiceProcess):
     """One `edge-agent run` with its own config, state folder and model store in `workdir`."""
+
+    name = "the agent"
 
     started: List[AgentProcess] = []  # every instance that was started, for `no_stray_agents`
 
@@ -93,10 +96,6 @@ class AgentProcess:
         assert self.process is not None
         return self.process.pid
 
-    def alive(self) -> bool:
-        """Whether the daemon process is running."""
-        return self.process is not None and self.process.poll() is None
-
     def signal(self, number: int) -> None:
         """Send a signal to the daemon."""
         assert self.process is not None
@@ -113,28 +112,12 @@ class AgentProcess:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait for the exit code."""
-        if not self.alive():
-            return self.process.returncode if self.process else 0
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"the agent did not stop within {timeout} s:\n{self.log()}") from None
-
     def rss_kb(self) -> int:
         """The daemon's resident memory now."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
-
-    def log(self) -> str:
-        """Everything the daemon logged."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture(autouse=True)

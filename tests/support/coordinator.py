@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from support.agent import toml_value
 from support.broker import Broker, free_port
+from support.process import ServiceProcess
 
 from agent.fleet.settings import hash_token
 
@@ -84,8 +84,10 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: 
         time.sleep(every)
 
 
-class CoordinatorProcess:
+class CoordinatorProcess(ServiceProcess):
     """One `edge-agent coordinator` with its own config in `workdir`, on the test broker and a database."""
+
+    name = "the coordinator"
 
     started: List[CoordinatorProcess] = []
 
@@ -133,33 +135,6 @@ class CoordinatorProcess:
             return self.api.call("GET", "/api/v1/boards")[0] == 200
         except OSError:
             return False
-
-    def alive(self) -> bool:
-        """Whether the service process is running."""
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait for the exit code."""
-        if not self.alive():
-            return self.process.returncode if self.process else 0
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise AssertionError(f"the coordinator did not stop within {timeout} s:\n{self.log()}") from None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.alive():
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
-
-    def log(self) -> str:
-        """Everything the service logged."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @contextlib.contextmanager

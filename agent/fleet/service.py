@@ -79,7 +79,7 @@ class CoordinatorService:
         self.settings = ingest_settings(config)
         self.notifier = notifier or Notifier()
         self.store: Store = open_store(config.database.url)
-        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.inbox = queue.Queue()  # type: queue.Queue[Received]
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.version5 = config.mqtt.protocol != "3.1.1"

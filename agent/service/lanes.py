@@ -120,7 +120,8 @@ class Lane:
 
     def _execute(self, job: Job) -> None:
         command = Command.from_record(job.command)
-        self.store.set_state(job.id, "running", publish=self.replies.event(command, "started"))
+        if not self.store.set_state(job.id, "running", publish=self.replies.event(command, "started")):
+            return  # cancelled between being taken from the queue and starting: it is final already
         self.on_outbox()
         try:
             outcome = self.handlers[command.cmd](command, JobContext(self, command))

@@ -34,6 +34,10 @@ INTERNAL = {
     # an HTTP error answer: raised in the API's handlers and caught by its own exception handler, which
     # turns it into the JSON error body
     ("agent/fleet/api.py", "ApiError"),
+    # a dashboard page's answers: a redirect to the login and an HTML error page, each raised in the page
+    # handlers and caught by the dashboard's own exception handlers
+    ("agent/fleet/dashboard/pages.py", "LoginNeeded"),
+    ("agent/fleet/dashboard/pages.py", "PageError"),
     # a board's message refused: raised and caught inside ingest.py, where it becomes a RejectedMessage row
     ("agent/fleet/ingest.py", "Rejected"),
 }

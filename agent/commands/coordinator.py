@@ -18,7 +18,7 @@ from agent.errors import UsageError
 
 CONFIG = "/etc/edge-agent/coordinator.toml"
 
-NEEDED = ("sqlalchemy", "alembic", "fastapi", "uvicorn", "prometheus_client", "paho")
+NEEDED = ("sqlalchemy", "alembic", "fastapi", "uvicorn", "prometheus_client", "paho", "jinja2")
 
 
 def register(commands: Any) -> None:

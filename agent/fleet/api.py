@@ -2,11 +2,12 @@
 
 Under `/api/v1`: boards, results, the cross-board comparison of a model, alerts and fleet jobs; `/metrics`
 for Prometheus; the OpenAPI description at `/openapi.json` (and `/docs`). Every request but `/metrics`
-(when `api.metrics_public`) needs `Authorization: Bearer <token>`; a token is known by its SHA-256 in the
-config, `read` tokens may GET, `operator` tokens may also make jobs and acknowledge alerts. Every error is
-JSON, `{"error": {"code": "...", "message": "one line"}}`: 401 without a valid token, 403 for a read token
-on an operator action, 404 naming an unknown board, result, model, job or alert, 422 for a bad request, 503
-while the database is unreachable.
+(when `api.metrics_public`) needs `Authorization: Bearer <token>` (or the dashboard's session cookie,
+agent/fleet/sessions.py); a token is known by its SHA-256 in the config, `read` tokens may GET, `operator`
+tokens may also make jobs and acknowledge or resolve alerts. Every error is JSON,
+`{"error": {"code": "...", "message": "one line"}}`: 401 without a valid token, 403 for a read token on an
+operator action (or a session's POST without its CSRF token), 404 naming an unknown board, result, model, job
+or alert, 422 for a bad request, 503 while the database is unreachable.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent.errors import JobError
 from agent.fleet import jobs, queries, regressions
 from agent.fleet.jobs import JobView, iso
 from agent.fleet.metrics import CONTENT_TYPE, CoordinatorMetrics
+from agent.fleet.sessions import COOKIE, Sessions, csrf_ok
 from agent.fleet.settings import ApiSettings, ApiToken, hash_token
 from agent.fleet.store.database import Store
 
@@ -62,14 +64,21 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def make_app(store: Store, api: ApiSettings, dispatch: Optional[Dispatch] = None,
-             metrics: Optional[CoordinatorMetrics] = None) -> FastAPI:
-    """The API over `store`; `dispatch` makes and publishes fleet jobs (none: POST /jobs answers 503)."""
+             metrics: Optional[CoordinatorMetrics] = None, sessions: Optional[Sessions] = None) -> FastAPI:
+    """The API over `store`; `dispatch` makes and publishes fleet jobs (none: POST /jobs answers 503);
+    `sessions` also lets the dashboard's session cookie in (its CSRF token in `X-CSRF-Token` on a POST)."""
     app = FastAPI(title="edge-agent coordinator", version=__version__,
                   description="Every board's results, compared across boards and watched for regressions.")
     registry = metrics or CoordinatorMetrics(store)
 
     def caller(request: Request) -> ApiToken:
         header = request.headers.get("authorization", "")
+        login = sessions.check(request.cookies.get(COOKIE)) if sessions is not None and not header else None
+        if login is not None:
+            if request.method not in ("GET", "HEAD") and not csrf_ok(login, request.headers.get("x-csrf-token")):
+                raise ApiError(403, "csrf", "a request made with a dashboard session needs its CSRF token "
+                                            "(X-CSRF-Token)")
+            return login.token
         scheme, _, token = header.partition(" ")
         if not api.tokens:
             raise ApiError(401, "unauthorized", "no API token is configured: add [[api.tokens]] to the coordinator's "
@@ -141,17 +150,24 @@ def make_app(store: Store, api: ApiSettings, dispatch: Optional[Dispatch] = None
                 "selected": plain(queries.selected_configurations(store, model))}
 
     @app.get("/api/v1/alerts", summary="Regression alerts and expected changes, newest first")
-    def alerts(state: Optional[str] = Query(None, pattern="^(open|acknowledged|noted)$"),
+    def alerts(state: Optional[str] = Query(None, pattern="^(open|acknowledged|resolved|noted)$"),
                device: Optional[str] = None, limit: int = Query(200, ge=1, le=10_000),
                token: ApiToken = Depends(caller)) -> Dict[str, Any]:
         return {"alerts": [alert.to_dict() for alert in regressions.list_alerts(store, state, device, limit)]}
 
-    @app.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge an open alert (operator)")
-    def acknowledge(alert_id: int, token: ApiToken = Depends(operator)) -> Dict[str, Any]:
-        found = regressions.acknowledge(store, alert_id)
+    def move(alert_id: int, state: str) -> Dict[str, Any]:
+        found = regressions.move_alert(store, alert_id, state)
         if found is None:
             raise ApiError(404, "unknown_alert", f"unknown alert {alert_id}")
         return found.to_dict()
+
+    @app.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge an open alert (operator)")
+    def acknowledge(alert_id: int, token: ApiToken = Depends(operator)) -> Dict[str, Any]:
+        return move(alert_id, "acknowledged")
+
+    @app.post("/api/v1/alerts/{alert_id}/resolve", summary="Resolve an open or acknowledged alert (operator)")
+    def resolve(alert_id: int, token: ApiToken = Depends(operator)) -> Dict[str, Any]:
+        return move(alert_id, "resolved")
 
     @app.get("/api/v1/jobs", summary="Fleet jobs, newest first, with each board's state")
     def job_list(limit: int = Query(100, ge=1, le=10_000), token: ApiToken = Depends(caller)) -> Dict[str, Any]:

@@ -132,6 +132,14 @@ def create_job(store: Store, target: str, cmd: str, args: Dict[str, Any], settin
         return _view(job), sends
 
 
+def check_job(store: Store, target: str, cmd: str, args: Dict[str, Any]) -> List[str]:
+    """The device ids a job would go to, once its command is checked; `JobError` as `create_job` would raise
+    it (what the dashboard shows before asking to confirm a command to many boards)."""
+    _checked_command(cmd, args)
+    with store.session() as session:
+        return [board.device_id for board in _target_boards(session, target)]
+
+
 def _checked_command(cmd: str, args: Dict[str, Any]) -> Command:
     """The command as a board will parse it, with a fresh id: a bad one fails here, not on every board."""
     try:

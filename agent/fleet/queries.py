@@ -27,6 +27,7 @@ CONFIGURATION = (Measurement.board_model, Measurement.device_id, Measurement.bac
 class BoardComparison:
     """The latest successful measurement of one model on one board in one configuration."""
 
+    measurement_id: int
     board_model: Optional[str]
     device_id: str
     backend: Optional[str]
@@ -202,7 +203,8 @@ def compare_boards(store: Store, model_sha256: str) -> List[BoardComparison]:
                                     order_by=(Measurement.ts.desc(), Measurement.id.desc())).label("latest")
     ranked = (select(Measurement, latest)
               .where(Measurement.model_sha256 == model_sha256, Measurement.status == "ok").subquery())
-    columns = [ranked.c[item.name] for item in fields(BoardComparison)]
+    columns = [ranked.c.id.label("measurement_id") if item.name == "measurement_id" else ranked.c[item.name]
+               for item in fields(BoardComparison)]
     query = select(*columns).where(ranked.c.latest == 1).order_by(*(ranked.c[c.key] for c in CONFIGURATION))
     with store.session() as session:
         return [BoardComparison(**row._mapping) for row in session.execute(query)]

@@ -190,12 +190,17 @@ def list_alerts(store: Store, state: Optional[str] = None, device_id: Optional[s
                 session.scalars(query.order_by(Alert.created_at.desc(), Alert.id.desc()).limit(limit))]
 
 
-def acknowledge(store: Store, alert_id: int) -> Optional[AlertRecord]:
-    """Mark an open alert acknowledged (a note stays noted); None when there is no such alert."""
+# What an operator may do to an alert: the states it can move to, and from which. A note stays noted.
+ALERT_MOVES = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")}
+
+
+def move_alert(store: Store, alert_id: int, state: str) -> Optional[AlertRecord]:
+    """Acknowledge or resolve an alert (`ALERT_MOVES`; from any other state it stays as it is); None when
+    there is no such alert."""
     with store.session() as session:
         row = session.get(Alert, alert_id)
         if row is None:
             return None
-        if row.state == "open":
-            row.state = "acknowledged"
+        if row.state in ALERT_MOVES[state]:
+            row.state = state
         return AlertRecord.of(row)

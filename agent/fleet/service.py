@@ -7,7 +7,8 @@ again, and a coordinator stopped meanwhile gets it again from the broker's sessi
 database outage or a restart loses nothing. What ingest returns is then carried out: fleet-job commands
 owed to a board that came back online, and regression alerts published on `<root>/coordinator/alerts`.
 Fleet jobs made through the HTTP API (`dispatch`) are published to each board's own command topic. The
-HTTP API (agent/fleet/api.py) is served by uvicorn on a thread; the main loop expires job deadlines and
+HTTP API (agent/fleet/api.py) and the dashboard (agent/fleet/dashboard/) are served by uvicorn on a thread;
+the main loop expires job deadlines and
 keeps the systemd watchdog fed.
 """
 
@@ -30,8 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.errors import StoreError
 from agent.fleet import jobs
 from agent.fleet.api import make_app
+from agent.fleet.dashboard.pages import add_dashboard
 from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest
 from agent.fleet.metrics import CoordinatorMetrics
+from agent.fleet.sessions import Sessions, session_key
 from agent.fleet.settings import CoordinatorConfig
 from agent.fleet.store.database import Store, open_store
 from agent.mqtt.link import Backoff, connect_properties, make_client
@@ -125,10 +128,13 @@ class CoordinatorService:
         self.store.close()
 
     def _serve_api(self) -> None:
-        app = make_app(self.store, self.config.api, dispatch=self.dispatch, metrics=self._metrics)
-        api = self.config.api
+        api, dashboard = self.config.api, self.config.dashboard
+        sessions = Sessions(api.tokens, session_key(dashboard.secret_file), dashboard.session_hours * 3600)
+        app = make_app(self.store, api, dispatch=self.dispatch, metrics=self._metrics, sessions=sessions)
+        if dashboard.enabled:
+            add_dashboard(app, self.store, sessions, self.dispatch, dashboard.secure_cookie)
         self._server = uvicorn.Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",
-                                                     access_log=False, lifespan="off"))
+                                                     access_log=False, lifespan="off", timeout_graceful_shutdown=2))
         self._api_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         self._api_thread.start()
         deadline = time.monotonic() + 30

@@ -1,7 +1,8 @@
 """The coordinator's settings: /etc/edge-agent/coordinator.toml (sample: deploy/coordinator.toml).
 
 Sections `[mqtt]` (the agent's `MqttSettings`; the username defaults to `coordinator`), `[database]`,
-`[api]`, `[regressions]` and `[jobs]`, each key overridable by `EDGE_COORDINATOR_<SECTION>_<KEY>`, checked
+`[api]`, `[dashboard]`, `[regressions]` and `[jobs]`, each key overridable by
+`EDGE_COORDINATOR_<SECTION>_<KEY>`, checked
 like the agent's file (agent/config.py): an unknown section or key, or a bad value, is one ConfigError line.
 API tokens are stored as their SHA-256 only (`edge-agent coordinator hash-token` makes one).
 """
@@ -90,6 +91,16 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """[dashboard]: the web pages served beside the API; operators log in with an API token."""
+
+    enabled: bool = setting(True, boolean)
+    session_hours: float = setting(8.0, number(0.01, 24 * 30))  # a login lasts this long
+    secure_cookie: bool = setting(False, boolean)  # send the session cookie over HTTPS only (behind a TLS proxy)
+    secret_file: str = setting("", text)  # the key sessions are signed with; empty: a new one per start
+
+
+@dataclass(frozen=True)
 class RegressionSettings:
     """[regressions]: the baseline (the last `baseline_results` stable results of a configuration, at least
     `min_baseline` of them) and how far a new result may fall from its median before it is an alert."""
@@ -118,13 +129,15 @@ class CoordinatorConfig:
     mqtt: MqttSettings = MqttSettings(username="coordinator")
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     regressions: RegressionSettings = RegressionSettings()
     jobs: JobSettings = JobSettings()
     source: Optional[Path] = None
 
 
 _SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSettings, "api": ApiSettings,
-                                   "regressions": RegressionSettings, "jobs": JobSettings}
+                                   "dashboard": DashboardSettings, "regressions": RegressionSettings,
+                                   "jobs": JobSettings}
 
 
 def local_state() -> Path:

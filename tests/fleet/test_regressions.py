@@ -97,13 +97,18 @@ def test_a_new_runtime_or_model_file_starts_a_new_baseline(store: Store, real: R
     assert {alert.measure for alert in slower.alerts} == {"p50_ms", "p99_ms"}
 
 
-def test_a_replay_raises_nothing_twice_and_an_alert_is_acknowledged(store: Store, real: RealReports) -> None:
+def test_a_replay_raises_nothing_twice_and_an_alert_is_acknowledged_then_resolved(store: Store,
+                                                                                 real: RealReports) -> None:
     baseline(store, real)
     topic, payload = bench_result("board-a", [report(real, 20.0)], "cmd-replayed", seconds=100)
     first = ingest(store, topic, payload, SETTINGS, received_at=at(100))
     again = ingest(store, topic, payload, SETTINGS, received_at=at(101))
     assert len(first.alerts) == 2 and (again.outcome, again.alerts) == ("duplicate", ())
-    acknowledged = regressions.acknowledge(store, first.alerts[0].id)
+    acknowledged = regressions.move_alert(store, first.alerts[0].id, "acknowledged")
     assert acknowledged is not None and acknowledged.state == "acknowledged"
     assert len(regressions.list_alerts(store, state="open")) == 1
-    assert regressions.acknowledge(store, 10 ** 6) is None
+    assert regressions.move_alert(store, 10 ** 6, "acknowledged") is None
+    resolved = regressions.move_alert(store, first.alerts[0].id, "resolved")
+    assert resolved is not None and resolved.state == "resolved"
+    assert regressions.move_alert(store, first.alerts[0].id, "acknowledged").state == "resolved"  # type: ignore[union-attr]
+    assert [alert.id for alert in regressions.list_alerts(store, state="resolved")] == [first.alerts[0].id]

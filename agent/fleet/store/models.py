@@ -193,7 +193,7 @@ class Alert(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # regression / expected_change
-    state: Mapped[str] = mapped_column(String(16))  # open / acknowledged / noted
+    state: Mapped[str] = mapped_column(String(16))  # open / acknowledged / resolved / noted
     measure: Mapped[str] = mapped_column(String(32))  # p50_ms / p99_ms / top1 / top1_agreement / configuration
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     device_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,12 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["EDGE_AGENT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edge-agent-cache"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Keep each phase's report on the test item (`item.report_call`), so a fixture can tell that its test failed
+    (the dashboard's browser then saves a screenshot)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)

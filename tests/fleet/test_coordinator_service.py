@@ -6,10 +6,8 @@ offline board gets its job when it returns; malformed and mismatched messages ar
 
 from __future__ import annotations
 
-import copy
 import json
 import queue
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -18,7 +16,7 @@ from support.agent import QUICK_BENCH, AgentProcess, coordinator, no_stray_agent
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.cli import run_cli
 from support.coordinator import OPERATOR_TOKEN, READ_TOKEN, CoordinatorProcess, wait_for
-from support.fleet import RealReports, bench_result
+from support.fleet import RealReports, bench_result, variant
 from support.postgres import PostgresServer, postgres_bin
 
 from agent.mqtt.messages import utc_now
@@ -117,23 +115,6 @@ def test_a_bench_to_all_is_one_job_whose_results_land_once(service: CoordinatorP
     assert "tflite/fp32" in line and "p99" in line and "top1" in line and "{" not in summary.stdout, summary.stdout
 
 
-def _variant(result: Dict[str, Any], p50_factor: float, runtime_version: Any = None) -> Dict[str, Any]:
-    """A copy of a real bench result under a new command id, every report's latency scaled and marked stable
-    (and its runtime version changed)."""
-    document = copy.deepcopy(result)
-    document["id"] = document["command_id"] = uuid.uuid4().hex
-    document["ts"] = utc_now()
-    for report in document["report"]["reports"]:
-        latency = report["latency"]
-        for key in list(latency):
-            if key.startswith("p") and key.endswith("_ms") and isinstance(latency[key], (int, float)):
-                latency[key] *= p50_factor
-        latency.setdefault("stability", {})["verdict"] = "stable"
-        if runtime_version is not None:
-            report["backend"]["version"] = runtime_version
-    return document
-
-
 def test_a_slower_result_raises_an_alert_and_a_new_runtime_starts_a_baseline(
         service: CoordinatorProcess, broker: Broker, agents: List[AgentProcess]) -> None:
     job = _job(service, "board-a", "bench", QUICK_BENCH)
@@ -146,8 +127,8 @@ def test_a_slower_result_raises_an_alert_and_a_new_runtime_starts_a_baseline(
             fleet.client.publish("edge/board-a/results", json.dumps(document), qos=1).wait_for_publish(10)
 
         for factor in (1.0, 1.02, 0.98):  # the baseline: three stable results
-            publish(_variant(real, factor))
-        publish(_variant(real, 3.0))  # three times slower
+            publish(variant(real, factor))
+        publish(variant(real, 3.0))  # three times slower
         first = json.loads(wait_for("an alert on MQTT", lambda: _next(fleet.received), timeout=30)[1])
         assert first["schema"] == "edge-agent/alert/1" and first["kind"] == "regression"
         assert first["device_id"] == "board-a" and first["measure"] in ("p50_ms", "p99_ms")
@@ -155,7 +136,7 @@ def test_a_slower_result_raises_an_alert_and_a_new_runtime_starts_a_baseline(
         assert any(alert["measure"] == "p50_ms" and alert["device_id"] == "board-a" for alert in open_alerts)
         while _next(fleet.received):
             pass
-        publish(_variant(real, 5.0, runtime_version="99.0.0"))  # a new runtime: a new baseline, not an alert
+        publish(variant(real, 5.0, runtime_version="99.0.0"))  # a new runtime: a new baseline, not an alert
         notes = wait_for("an expected change", lambda: [alert for alert in service.api.get("/api/v1/alerts")["alerts"]
                                                         if alert["kind"] == "expected_change"], timeout=30)
         assert notes[0]["runtime_version"] == "99.0.0"

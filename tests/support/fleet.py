@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import copy
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from agent import __version__
+from agent.mqtt.messages import utc_now
 from agent.mqtt.protocol import Message, Result, Status, Telemetry, Topics, encode
 
 EPOCH = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -55,3 +58,20 @@ def status(device: str, state: str, seconds: float = 0.0, groups: Optional[List[
 def telemetry(device: str, readings: Dict[str, Any], seconds: float = 0.0) -> Tuple[str, bytes]:
     """A telemetry message with `readings`."""
     return wire(Telemetry(device, readings, ts=ts(seconds)))
+
+
+def variant(result: Dict[str, Any], p50_factor: float, runtime_version: Any = None) -> Dict[str, Any]:
+    """A copy of a real bench result under a new command id, every report's latency scaled and marked stable
+    (and its runtime version changed)."""
+    document = copy.deepcopy(result)
+    document["id"] = document["command_id"] = uuid.uuid4().hex
+    document["ts"] = utc_now()
+    for report in document["report"]["reports"]:
+        latency = report["latency"]
+        for key in list(latency):
+            if key.startswith("p") and key.endswith("_ms") and isinstance(latency[key], (int, float)):
+                latency[key] *= p50_factor
+        latency.setdefault("stability", {})["verdict"] = "stable"
+        if runtime_version is not None:
+            report["backend"]["version"] = runtime_version
+    return document

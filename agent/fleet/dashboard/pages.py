@@ -38,7 +38,7 @@ HERE = Path(__file__).parent
 Dispatch = Callable[[str, str, Dict[str, Any], str], JobView]
 SENT_COMMANDS = ("bench", "eval", "profile", "select", "info", "ping")  # what the job form offers
 FORM_FIELDS = {"model": str, "backend": str, "precision": str, "threads": int, "iterations": int, "batch": int,
-               "time_limit": float, "memory_limit_mb": int, "eval_limit": int, "budget": float}
+               "min_seconds": float, "time_limit": float, "memory_limit_mb": int, "eval_limit": int, "budget": float}
 STREAM_EVERY_S = 0.5  # how often a job's stream looks at the store
 STREAM_MAX_S = 6 * 3600.0  # a stream ends by then (the browser reconnects if it is still open)
 SECURITY_HEADERS = {

@@ -95,8 +95,8 @@ def test_an_operator_runs_the_fleet_from_the_dashboard(service: CoordinatorProce
     base = service.api.base
     log_in(browser, base, OPERATOR_TOKEN)
     assert text_of(browser, "#count-online") == "3" and text_of(browser, "#count-total") == "3"
-    assert sorted(row.get_attribute("data-device") for row in browser.find_elements("css selector", "#boards tbody tr")) \
-        == ["board-a", "board-b", "board-c"]
+    rows = browser.find_elements("css selector", "#boards tbody tr")
+    assert sorted(row.get_attribute("data-device") for row in rows) == ["board-a", "board-b", "board-c"]
     only_local(browser)
 
     # A fleet-wide command asks first, and says how many boards it would reach.

@@ -162,8 +162,9 @@ class Demo:
         same = self.api_port == 8470
         options = "" if same else f" --api {self.api}"
         print(f"""where to look:
+  dashboard  {self.api}/ (log in with the token below; docs/dashboard.md)
   API        {self.api}/docs (OpenAPI: {self.api}/openapi.json)
-  token      {local_token_file()} (the local profile's; `edge-agent fleet` reads it)
+  token      {local_token_file()} (the local profile's operator token; `edge-agent fleet` reads it)
   metrics    {self.api}/metrics
   CLI        .venv/bin/edge-agent fleet boards{options}
              ... fleet results | compare-boards {sha256[:12]}... | alerts | jobs {job_id}

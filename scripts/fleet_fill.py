@@ -3,7 +3,7 @@ hardware, runtimes, telemetry) and R bench results, built around real reports of
 `edge-agent bench` and one `edge-agent profile` of models/digits), varied per board model, configuration and time.
 
 Used by scripts/bench_dashboard.py (the page times at 1,000 boards and 100,000 results) and
-scripts/dashboard_screenshots.py. The rows go in with bulk inserts, not through MQTT and ingest (which
+scripts/dashboard_screenshots.py. The rows go in with batched inserts, not through MQTT and ingest (which
 tests/fleet covers): this fills a database in seconds rather than hours. scripts/simulate_fleet.py is the
 fleet that speaks the protocol.
 """
@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Sequence
 from sqlalchemy import insert
 
 from agent.fleet.reports import measurements
+from agent.fleet.store import latest
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import Board, BoardRuntime, Measurement, StoredResult, TelemetrySample
 
@@ -130,11 +131,14 @@ def _result(device: str, kind: Sequence[Any], moment: datetime, reports: Dict[st
 
 
 def _write(store: Store, batch: List[Dict[str, Any]]) -> None:
-    """Insert results, then their measurements with the ids the database gave them."""
+    """Insert results with their measurements, and keep the latest of each configuration as ingest does."""
     with store.session() as session:
-        rows = [StoredResult(**{key: value for key, value in item.items() if key != "measured"}) for item in batch]
+        rows = []
+        for item in batch:
+            row = StoredResult(**{key: value for key, value in item.items() if key != "measured"})
+            row.measurements = [Measurement(device_id=row.device_id, ts=row.ts, **asdict(measured))
+                                for measured in item["measured"]]
+            rows.append(row)
         session.add_all(rows)
         session.flush()
-        session.execute(insert(Measurement), [
-            dict(asdict(measured), result_id=row.id, device_id=row.device_id, ts=row.ts)
-            for row, item in zip(rows, batch) for measured in item["measured"]])
+        latest.record(session, [measurement for row in rows for measurement in row.measurements])

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from agent.errors import ProtocolError
 from agent.fleet import jobs, regressions, reports
 from agent.fleet.settings import RegressionSettings
+from agent.fleet.store import latest
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import (
     Base,
@@ -233,6 +234,7 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
                             for item in reports.measurements(result.report)]
     if not _insert_once(session, row):
         return None
+    latest.record(session, row.measurements)
     if result.cmd in MEASUREMENT_COMMANDS:
         first = reports.lookup(result.report, "reports")
         _hardware(board, reports.lookup(first[0], "device") if isinstance(first, list) and first else None, ts)

@@ -16,7 +16,14 @@ from sqlalchemy.orm import selectinload
 
 from agent.fleet.reports import Hardware, Measured, Runtime, integer, lookup, number, text
 from agent.fleet.store.database import Store
-from agent.fleet.store.models import Board, Measurement, RejectedMessage, StoredResult, TelemetrySample
+from agent.fleet.store.models import (
+    Board,
+    LatestMeasurement,
+    Measurement,
+    RejectedMessage,
+    StoredResult,
+    TelemetrySample,
+)
 
 # A configuration on one board: what a comparison row stands for (the batch size too, when it varies).
 CONFIGURATION = (Measurement.board_model, Measurement.device_id, Measurement.backend, Measurement.precision,
@@ -197,15 +204,12 @@ def selected_configurations(store: Store, model_sha256: str, scan: int = 1000) -
 
 
 def compare_boards(store: Store, model_sha256: str) -> List[BoardComparison]:
-    """For one model file (by sha256): each board's latest successful measurement per configuration,
-    ordered by board model, device and configuration."""
-    latest = func.row_number().over(partition_by=CONFIGURATION,
-                                    order_by=(Measurement.ts.desc(), Measurement.id.desc())).label("latest")
-    ranked = (select(Measurement, latest)
-              .where(Measurement.model_sha256 == model_sha256, Measurement.status == "ok").subquery())
-    columns = [ranked.c.id.label("measurement_id") if item.name == "measurement_id" else ranked.c[item.name]
-               for item in fields(BoardComparison)]
-    query = select(*columns).where(ranked.c.latest == 1).order_by(*(ranked.c[c.key] for c in CONFIGURATION))
+    """For one model file (by sha256): each board's latest successful measurement per configuration (kept by
+    ingest in `latest_measurements`), ordered by board model, device and configuration."""
+    columns = [Measurement.id.label("measurement_id") if item.name == "measurement_id"
+               else getattr(Measurement, item.name) for item in fields(BoardComparison)]
+    query = (select(*columns).join(LatestMeasurement, LatestMeasurement.measurement_id == Measurement.id)
+             .where(LatestMeasurement.model_sha256 == model_sha256).order_by(*CONFIGURATION))
     with store.session() as session:
         return [BoardComparison(**row._mapping) for row in session.execute(query)]
 

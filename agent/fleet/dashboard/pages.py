@@ -258,9 +258,9 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.get("/jobs", include_in_schema=False)
     def job_list(request: Request) -> Response:
         login = session(request)
-        overview = views.overview(store, views.BoardFilters(), 1, per_page=10_000)
-        return render(request, "jobs.html", login, jobs=jobs.list_jobs(store, 100), commands=SENT_COMMANDS,
-                      boards=[row.device_id for row in overview.rows], groups=overview.groups, sent=None)
+        boards, groups = views.targets(store)
+        return render(request, "jobs.html", login, jobs=views.job_summaries(store, 100), commands=SENT_COMMANDS,
+                      boards=boards, groups=groups)
 
     @app.post("/jobs", include_in_schema=False)
     async def job_send(request: Request) -> Response:

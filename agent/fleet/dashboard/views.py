@@ -29,6 +29,7 @@ from agent.fleet.store.models import (
     BoardRuntime,
     FleetJob,
     FleetJobBoard,
+    LatestMeasurement,
     Measurement,
     StoredResult,
     TelemetrySample,
@@ -345,24 +346,26 @@ def _configuration(candidate: Any) -> Optional[str]:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """A model file the fleet has measured."""
+    """A model file the fleet has measured: on how many boards, in how many configurations, and when last."""
 
     sha256: str
     name: Optional[str]
     boards: int
-    measurements: int
+    configurations: int
     latest: datetime
 
 
 def models(store: Store) -> List[ModelSummary]:
-    """Every measured model file, newest measurement first."""
-    query = (select(Measurement.model_sha256, func.max(Measurement.model_name),
-                    func.count(func.distinct(Measurement.device_id)), func.count(), func.max(Measurement.ts))
-             .where(Measurement.model_sha256.is_not(None)).group_by(Measurement.model_sha256)
-             .order_by(func.max(Measurement.ts).desc()))
+    """Every measured model file, the most recently measured first (from the latest measurement of each
+    configuration, so the cost follows the configurations, not every result ever stored)."""
+    latest = LatestMeasurement
+    query = (select(latest.model_sha256, func.max(Measurement.model_name), func.count(func.distinct(latest.device_id)),
+                    func.count(), func.max(latest.ts))
+             .join(Measurement, Measurement.id == latest.measurement_id)
+             .group_by(latest.model_sha256).order_by(func.max(latest.ts).desc()))
     with store.session() as session:
-        return [ModelSummary(str(sha), name, boards, count, latest)
-                for sha, name, boards, count, latest in session.execute(query)]
+        return [ModelSummary(sha, name, boards, count, newest)
+                for sha, name, boards, count, newest in session.execute(query)]
 
 
 @dataclass(frozen=True)
@@ -585,3 +588,44 @@ def _roofline(roofline: Any, layers: Sequence[Layer]) -> Optional[Roofline]:
     points = [(layer.name, layer.intensity, layer.achieved_gflops) for layer in layers
               if layer.intensity and layer.achieved_gflops]
     return Roofline(compute, memory, points)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A fleet job on the jobs page: what, to whom, by whom, and how many boards are in each state."""
+
+    id: str
+    target: str
+    cmd: str
+    model: Optional[str]
+    created_at: datetime
+    created_by: Optional[str]
+    counts: Dict[str, int]
+
+    @property
+    def finished(self) -> bool:
+        """Whether every board of the job is in a final state."""
+        return all(state in FINAL_STATES for state in self.counts)
+
+
+def job_summaries(store: Store, limit: int = 100) -> List[JobSummary]:
+    """The newest fleet jobs first, their boards counted by state in the database (a job may hold every board)."""
+    with store.session() as session:
+        found = session.execute(select(FleetJob.id, FleetJob.target, FleetJob.cmd, FleetJob.args, FleetJob.created_at,
+                                       FleetJob.created_by)
+                                .order_by(FleetJob.created_at.desc(), FleetJob.id).limit(limit)).all()
+        counts: Dict[str, Dict[str, int]] = {}
+        for job_id, state, count in session.execute(
+                select(FleetJobBoard.job_id, FleetJobBoard.state, func.count())
+                .where(FleetJobBoard.job_id.in_([row.id for row in found]))
+                .group_by(FleetJobBoard.job_id, FleetJobBoard.state)):
+            counts.setdefault(job_id, {})[state] = count
+    return [JobSummary(row.id, row.target, row.cmd, text((row.args or {}).get("model")), row.created_at, row.created_by,
+                       counts.get(row.id, {})) for row in found]
+
+
+def targets(store: Store) -> Tuple[List[str], List[str]]:
+    """What a job can be sent to: every board's device id, and every group a board is in."""
+    with store.session() as session:
+        rows = session.execute(select(Board.device_id, Board.groups).order_by(Board.device_id)).all()
+    return [row.device_id for row in rows], sorted({group for row in rows for group in (row.groups or [])})

@@ -2,7 +2,8 @@
 
 `Board` (one per device id: presence, last seen, hardware, runtimes), `StoredResult` (one per result:
 device id + command id, the raw payload kept), `Measurement` (one per report a bench/eval/profile result
-carries, its measures as indexed columns), `TelemetrySample` and `RejectedMessage`. Every time is a
+carries, its measures as indexed columns), `LatestMeasurement` (the newest per configuration),
+`TelemetrySample`, `RejectedMessage`, `Alert`, `FleetJob` and `FleetJobBoard`. Every time is a
 timezone-aware UTC datetime on both databases (`UtcDateTime`). The migrations in `migrations/versions`
 create exactly this schema; tests/fleet/store/test_migrations.py holds the two together.
 """
@@ -96,7 +97,8 @@ class StoredResult(Base):
     result the board's outbox sends again is absorbed. `payload` is the message as it arrived."""
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("device_id", "command_id", name="uq_results_device_command"),)
+    __table_args__ = (UniqueConstraint("device_id", "command_id", name="uq_results_device_command"),
+                      Index("ix_results_cmd_ts", "cmd", "ts"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("boards.device_id", ondelete="CASCADE"), index=True)
@@ -149,6 +151,20 @@ class Measurement(Base):
     stability: Mapped[Optional[str]] = mapped_column(String(16))  # stable / unstable / unknown
 
     result: Mapped[StoredResult] = relationship(back_populates="measurements")
+
+
+class LatestMeasurement(Base):
+    """Which measurement is the latest (by the board's `ts`, then id) of one configuration of one model file on
+    one board: kept by ingest as results arrive (agent/fleet/store/latest.py), so the cross-board comparison
+    reads one row per configuration instead of ranking every measurement ever stored."""
+
+    __tablename__ = "latest_measurements"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the configuration's digest
+    model_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    measurement_id: Mapped[int] = mapped_column(ForeignKey("measurements.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class TelemetrySample(Base):

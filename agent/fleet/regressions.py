@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from agent.fleet.settings import RegressionSettings
@@ -107,13 +107,16 @@ def _judge(session: Session, new: Measurement, settings: RegressionSettings, now
                      _same(Measurement.batch, new.batch)]
     earlier = [Measurement.status == "ok", Measurement.id != new.id, Measurement.result_id != new.result_id,
                Measurement.ts <= new.ts]
-    if session.scalars(select(Measurement.id).where(*configuration, *earlier).limit(1)).first() is None:
+    # One query: the newest stable measurements first, then the others, so an empty answer means the
+    # configuration was never measured before and the stable ones are the baseline.
+    stable_first = case((Measurement.stability == "stable", 0), else_=1)
+    newest = list(session.scalars(select(Measurement).where(*configuration, *earlier)
+                                  .order_by(stable_first, Measurement.ts.desc(), Measurement.id.desc())
+                                  .limit(settings.baseline_results)))
+    if not newest:
         change = _expected_change(session, new, earlier, now)
         return [change] if change else []
-    baseline = list(session.scalars(select(Measurement).where(*configuration, *earlier,
-                                                               Measurement.stability == "stable")
-                                    .order_by(Measurement.ts.desc(), Measurement.id.desc())
-                                    .limit(settings.baseline_results)))
+    baseline = [row for row in newest if row.stability == "stable"]
     if len(baseline) < settings.min_baseline:
         return []
     alerts = []

@@ -1,15 +1,16 @@
 """`edge-agent coordinator`: the fleet's long-running service (docs/coordinator.md, "The service").
 
 It subscribes (QoS 1, a persistent session, its own broker account) to every board's status, telemetry,
-events and results, and hands each message to `ingest` in order. A message is acknowledged to the broker
-only after its transaction committed: while the database is unreachable the message waits and is tried
-again, and a coordinator stopped meanwhile gets it again from the broker's session when it is back, so a
-database outage or a restart loses nothing. What ingest returns is then carried out: fleet-job commands
-owed to a board that came back online, and regression alerts published on `<root>/coordinator/alerts`.
-Fleet jobs made through the HTTP API (`dispatch`) are published to each board's own command topic. The
-HTTP API (agent/fleet/api.py) and the dashboard (agent/fleet/dashboard/) are served by uvicorn on a thread;
-the main loop expires job deadlines and
-keeps the systemd watchdog fed.
+events and results (as `$share/<group>/...` when several coordinators share the work, `[cluster]`), and
+hands the messages waiting, in order, to `ingest_batch`: up to `database.batch_max` of them in one
+transaction. A message is acknowledged to the broker only after its transaction committed: while the
+database is unreachable the messages wait and are tried again, and a coordinator stopped meanwhile gets
+them again from the broker's session when it is back, so a database outage or a restart loses nothing.
+What ingest returns is then carried out: fleet-job commands owed to a board that came back online, and
+regression alerts published on `<root>/coordinator/alerts`. Fleet jobs made through the HTTP API
+(`dispatch`) are published to each board's own command topic. The HTTP API (agent/fleet/api.py) and the
+dashboard (agent/fleet/dashboard/) are served by uvicorn on a thread; the main loop expires job deadlines
+and keeps the systemd watchdog fed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +33,7 @@ from agent.errors import StoreError
 from agent.fleet import jobs
 from agent.fleet.api import make_app
 from agent.fleet.dashboard.pages import add_dashboard
-from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest
+from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest_batch
 from agent.fleet.metrics import CoordinatorMetrics
 from agent.fleet.sessions import Sessions, session_key
 from agent.fleet.settings import CoordinatorConfig
@@ -56,6 +57,21 @@ class Received:
     payload: bytes
     mid: int
     qos: int
+
+
+def subscriptions(config: CoordinatorConfig) -> List[str]:
+    """The topic filters the coordinator subscribes to: every board's messages, shared with the other
+    coordinators of `cluster.share_group` when one is set (MQTT 5: each message goes to one of them)."""
+    share = config.cluster.share_group
+    prefix = f"$share/{share}/" if share else ""
+    return [f"{prefix}{config.mqtt.root}/+/{kind}" for kind in SUBSCRIBED_KINDS]
+
+
+def client_id(config: CoordinatorConfig) -> str:
+    """The coordinator's client id: its account and its instance name (the hostname unless set), so that
+    coordinators sharing one account keep their own persistent sessions."""
+    instance = config.cluster.instance or socket.gethostname()
+    return f"edge-coordinator-{config.mqtt.username or 'anonymous'}-{instance}"[:64]
 
 
 def alerts_topic(root: str) -> str:
@@ -148,8 +164,8 @@ class CoordinatorService:
 
     def _new_client(self) -> Any:
         mqtt = self.config.mqtt
-        client = make_client(mqtt, f"edge-coordinator-{mqtt.username or 'anonymous'}-{socket.gethostname()}"[:64],
-                             mqtt.username, self.version5, manual_ack=True, persistent=True)
+        client = make_client(mqtt, client_id(self.config), mqtt.username, self.version5, manual_ack=True,
+                             persistent=True)
         client.max_inflight_messages_set(mqtt.inflight)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -164,8 +180,7 @@ class CoordinatorService:
         if reason.is_failure:
             _log.error("the broker refused the coordinator's connection: %s", reason)
             return
-        root = self.config.mqtt.root
-        client.subscribe([(f"{root}/+/{kind}", 1) for kind in SUBSCRIBED_KINDS])
+        client.subscribe([(topic, 1) for topic in subscriptions(self.config)])
         _log.info("connected to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         self.connected.set()
 
@@ -183,12 +198,9 @@ class CoordinatorService:
         """Ingest messages in order, expire job deadlines, feed the watchdog, until stopping."""
         next_watchdog = next_expiry = 0.0
         while not self.stopping.is_set():
-            try:
-                received: Optional[Received] = self.inbox.get(timeout=TICK_S)
-            except queue.Empty:
-                received = None
-            if received is not None:
-                self.take(received)
+            batch = self._waiting()
+            if batch:
+                self.take(batch)
             now = time.monotonic()
             if now >= next_expiry:
                 next_expiry = now + 1.0
@@ -197,22 +209,37 @@ class CoordinatorService:
                 next_watchdog = now + self.notifier.watchdog_s / 3
                 self.notifier.watchdog()
 
-    def take(self, received: Received) -> None:
-        """Ingest one message, retrying while the database is down; then acknowledge it and carry out
-        what it asked for. A message still unstored when the service stops is not acknowledged."""
+    def _waiting(self) -> List[Received]:
+        """The messages waiting, oldest first, at most `batch_max` (waiting up to a tick for the first)."""
+        try:
+            batch = [self.inbox.get(timeout=TICK_S)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.config.database.batch_max:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def take(self, batch: Sequence[Received]) -> None:
+        """Ingest messages in one transaction, retrying while the database is down; then acknowledge each and
+        carry out what it asked for. Messages still unstored when the service stops are not acknowledged."""
         backoff = Backoff(0.2, 10.0)
+        messages = [(received.topic, received.payload) for received in batch]
         while True:
-            outcome = self._guarded(lambda: ingest(self.store, received.topic, received.payload, self.settings))
-            if outcome is not None or self.stopping.is_set():
+            outcomes = self._guarded(lambda: ingest_batch(self.store, messages, self.settings))
+            if outcomes is not None or self.stopping.is_set():
                 break
             if self.notifier.watchdog_s:
                 self.notifier.watchdog()
             self.stopping.wait(backoff.next())
-        if outcome is None:
+        if outcomes is None:
             return
-        self._client.ack(received.mid, received.qos)
-        self._metrics.ingested(outcome.outcome)
-        self._carry_out(outcome)
+        for received, outcome in zip(batch, outcomes):
+            self._client.ack(received.mid, received.qos)
+            self._metrics.ingested(outcome.outcome)
+            self._carry_out(outcome)
 
     def _guarded(self, work: Any) -> Any:
         """`work()`, or None while the database is unreachable (said once per outage, and when it ends)."""

@@ -41,9 +41,16 @@ import bench_dashboard  # noqa: E402
 import simulate_fleet  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from support.broker import Broker  # noqa: E402
-from support.coordinator import CoordinatorProcess, wait_for  # noqa: E402
+from support.coordinator import (  # noqa: E402
+    CoordinatorProcess,
+    board_states,
+    finished_job,
+    ingested,
+    stored_results,
+    wait_for,
+)
 
-from agent.fleet.store.database import open_store  # noqa: E402
+from agent.fleet.store.database import Store, open_store  # noqa: E402
 from agent.fleet.store.models import StoredResult  # noqa: E402
 from agent.mqtt.messages import Result, encode  # noqa: E402
 from agent.mqtt.protocol import Topics  # noqa: E402
@@ -144,35 +151,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stored_pairs(url: str) -> Pairs:
-    """Every stored result's (device, command id), read from the database itself."""
-    store = open_store(url)
-    try:
-        with store.session() as session:
-            return {(row.device_id, row.command_id)
-                    for row in session.execute(select(StoredResult.device_id, StoredResult.command_id))}
-    finally:
-        store.close()
-
-
-def drain_seconds(url: str, prefix: str) -> float:
-    """From the first to the last result of boards named `prefix`... stored (their `received_at`)."""
-    store = open_store(url)
-    try:
-        with store.session() as session:
-            first, last = session.execute(select(func.min(StoredResult.received_at), func.max(StoredResult.received_at))
-                                          .where(StoredResult.device_id.startswith(prefix))).one()
-        return (last - first).total_seconds() if first and last else 0.0
-    finally:
-        store.close()
-
-
-def counter(service: CoordinatorProcess, outcome: str) -> float:
-    """The service's `edge_fleet_messages_ingested_total{outcome}` (since it started)."""
-    for line in service.api.text("/metrics").splitlines():
-        if line.startswith("edge_fleet_messages_ingested_total{") and f'outcome="{outcome}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def burst_stored(store: Store, prefix: str) -> Tuple[int, float]:
+    """How many results of the boards named `prefix`... are stored, and the seconds from the first to the last
+    one's `received_at`."""
+    with store.session() as session:
+        count, first, last = session.execute(
+            select(func.count(), func.min(StoredResult.received_at), func.max(StoredResult.received_at))
+            .where(StoredResult.device_id.startswith(prefix))).one()
+    return count, (last - first).total_seconds() if first and last else 0.0
 
 
 class Probe:
@@ -201,7 +187,7 @@ class Probe:
             while self.service.api.call("GET", f"/api/v1/results/{self.device}/{command_id}")[0] != 200:
                 if time.perf_counter() - started > 30:
                     break
-                time.sleep(0.005)
+                time.sleep(0.02)
             latencies.append((time.perf_counter() - started) * 1000)
             time.sleep(max(0.0, every_s - (time.perf_counter() - started)))
         return latencies
@@ -220,6 +206,7 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
     burst = [f"burst-{index:04d}" for index in range(args.load_boards)]
     passwords, acl = broker_files(folder, [*devices, *load, *burst, "probe-0"])
     extra = "max_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\nmax_connections -1"
+    store = open_store(url)
     with Broker(folder / "broker", password_file=passwords, acl_file=acl, extra_config=extra) as broker:
         assert broker.process is not None
         service = CoordinatorProcess(folder / "coordinator", broker, url, settings={
@@ -236,10 +223,10 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
                                                                     "args": {"model": "models/digits"}})
             assert status == 202, job
             figures.job_reached = len(job["boards"])
-            done = wait_for("the fleet job finished", lambda: _finished(service, job["id"]), timeout=600, every=1.0)
+            done = wait_for("the fleet job finished", lambda: finished_job(service, job["id"]), timeout=600, every=1.0)
             figures.job_s = time.monotonic() - started
             figures.job_done = done["counts"].get("done", 0)
-            figures.job_results = sum(1 for pair in stored_pairs(url) if pair[1] == job["id"])
+            figures.job_results = sum(1 for pair in stored_results(store) if pair[1] == job["id"])
             print(f"{kind}: fleet job on {figures.job_reached} boards, {figures.job_done} done in "
                   f"{figures.job_s:.1f} s", file=sys.stderr)
 
@@ -254,7 +241,7 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
             print(f"{kind}: p50 {figures.percentile(0.5):.0f} ms, p99 {figures.percentile(0.99):.0f} ms at "
                   f"{figures.steady_rate:.0f} results/s", file=sys.stderr)
 
-            duplicates += counter(service, "duplicate")
+            duplicates += ingested(service, "duplicate")
             assert service.stop() == 0
             flood = Simulation(broker, reports, "burst", args.load_boards, "--rate", str(args.burst), "--results",
                                str(args.burst), "--replay", "0.02", "--exit", "--duration", "300", "--telemetry",
@@ -263,34 +250,29 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
             burst_pairs = acked(summary)
             sent |= burst_pairs
             figures.burst = len(burst_pairs)
-            before = len(stored_pairs(url))
             service.start()
             pid = service.process.pid if service.process else 0
             started, cpu_before = time.monotonic(), cpu_s(pid)
-            expected = before + len(burst_pairs)
-            wait_for("the burst stored", lambda: len(stored_pairs(url)) >= expected, timeout=900, every=0.5)
+            wait_for("the burst stored", lambda: burst_stored(store, "burst-")[0] >= len(burst_pairs), timeout=900,
+                     every=0.5)
             figures.coordinator_cpu_pct = 100 * (cpu_s(pid) - cpu_before) / (time.monotonic() - started)
-            figures.drain_s = drain_seconds(url, "burst-")
+            figures.drain_s = burst_stored(store, "burst-")[1]
             figures.coordinator_rss_mb = rss_mb(pid)
             figures.broker_rss_mb = rss_mb(broker.process.pid)
             time.sleep(2)
-            duplicates += counter(service, "duplicate")
+            duplicates += ingested(service, "duplicate")
             sent |= acked(fleet.summary(stop=True))
         finally:
             service.kill()
-    stored = stored_pairs(url)
+    stored = stored_results(store)
+    store.close()
     figures.sent, figures.stored, figures.lost = len(sent), len(stored), len(sent - stored)
     figures.duplicates = int(duplicates)
     return figures
 
 
 def _online(service: CoordinatorProcess) -> int:
-    return sum(1 for board in service.api.get("/api/v1/boards")["boards"] if board["state"] == "online")
-
-
-def _finished(service: CoordinatorProcess, job_id: str) -> Any:
-    job = service.api.get(f"/api/v1/jobs/{job_id}")
-    return job if job["finished"] else None
+    return sum(1 for state in board_states(service).values() if state == "online")
 
 
 def report(all_figures: List[Figures], args: argparse.Namespace) -> bool:

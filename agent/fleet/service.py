@@ -97,7 +97,7 @@ class CoordinatorService:
         self.config = config
         self.settings = ingest_settings(config)
         self.notifier = notifier or Notifier()
-        self.store: Store = open_store(config.database.url)
+        self.store: Store = open_store(config.database.url, config.database.sqlite_busy_timeout_s)
         self.inbox = queue.Queue()  # type: queue.Queue[Received]
         self.stopping = threading.Event()
         self.connected = threading.Event()
@@ -107,6 +107,7 @@ class CoordinatorService:
         self._server: Any = None
         self._client: Any = None
         self._outage_since: Optional[float] = None
+        self._in_hand = 0  # the batch being stored
 
     # start and stop -------------------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class CoordinatorService:
     def start(self) -> None:
         """Connect to the broker (in the background: it may be down), serve the API, tell systemd READY."""
         self._metrics = CoordinatorMetrics(self.store)
+        self._metrics.waiting(self.waiting)
         self._client = self._new_client()
         self._serve_api()
         host, port = self.api_address or ("-", 0)
@@ -227,6 +229,7 @@ class CoordinatorService:
         carry out what it asked for. Messages still unstored when the service stops are not acknowledged."""
         backoff = Backoff(0.2, 10.0)
         messages = [(received.topic, received.payload) for received in batch]
+        self._in_hand = len(batch)
         while True:
             outcomes = self._guarded(lambda: ingest_batch(self.store, messages, self.settings))
             if outcomes is not None or self.stopping.is_set():
@@ -234,6 +237,7 @@ class CoordinatorService:
             if self.notifier.watchdog_s:
                 self.notifier.watchdog()
             self.stopping.wait(backoff.next())
+        self._in_hand = 0
         if outcomes is None:
             return
         for received, outcome in zip(batch, outcomes):
@@ -242,19 +246,38 @@ class CoordinatorService:
             self._carry_out(outcome)
 
     def _guarded(self, work: Any) -> Any:
-        """`work()`, or None while the database is unreachable (said once per outage, and when it ends)."""
+        """`work()`, or None while the database is unreachable (said once per outage, and when it ends: in the
+        log, in the metrics and as a `database_outage` alert on MQTT)."""
         try:
             value = work()
         except (SQLAlchemyError, StoreError) as error:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
-                _log.error("the database is unavailable (%s); messages wait and are tried again",
-                           str(getattr(error, "orig", None) or error).splitlines()[0])
+                reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+                _log.error("the database is unavailable (%s); messages wait and are tried again", reason)
+                self._metrics.database_down()
+                self._outage_alert("open", f"the database is unavailable ({reason[:200]}); messages wait "
+                                           "unacknowledged and are tried again")
             return None
         if self._outage_since is not None:
-            _log.warning("the database is back after %.1f s", time.monotonic() - self._outage_since)
+            seconds = time.monotonic() - self._outage_since
+            _log.warning("the database is back after %.1f s", seconds)
+            self._metrics.database_back(seconds)
+            self._outage_alert("resolved", f"the database is back after {seconds:.1f} s; nothing was lost",
+                               seconds)
             self._outage_since = None
         return value
+
+    def _outage_alert(self, state: str, message: str, seconds: Optional[float] = None) -> None:
+        """Publish a `database_outage` alert (`open` when it starts, `resolved` when it ends)."""
+        document = {"schema": ALERT_SCHEMA, "ts": utc_now(), "kind": "database_outage", "state": state,
+                    "coordinator": client_id(self.config), "waiting": self.waiting(), "duration_s": seconds,
+                    "message": message}
+        self._client.publish(alerts_topic(self.config.mqtt.root), json.dumps(document), qos=1)
+
+    def waiting(self) -> int:
+        """Messages received and not yet stored (so not acknowledged)."""
+        return self.inbox.qsize() + self._in_hand
 
     def _carry_out(self, outcome: Outcome) -> None:
         """Publish what a message made due: commands for a board back online, regression alerts."""

@@ -48,6 +48,7 @@ class DatabaseSettings:
     telemetry_max_count: int = setting(10_000, integer(0, 10 ** 9))  # per board; 0: no count bound
     max_payload_bytes: int = setting(4 * 1024 * 1024, integer(1024, 64 * 1024 * 1024))
     batch_max: int = setting(200, integer(1, 10_000))  # messages waiting are stored in one transaction, up to this
+    sqlite_busy_timeout_s: float = setting(10.0, number(0.1, 3600))  # a write waits this long for another writer
 
 
 def _optional_name(key: str, value: Any, from_env: bool) -> str:

@@ -95,11 +95,11 @@ class Figures:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-def broker_files(folder: Path, devices: List[str]) -> Tuple[Path, Path]:
-    """A password file (each board its own account, and the coordinator's) and the shipped ACL with one block per
-    board (the broadcast and its group's command topics)."""
+def broker_files(folder: Path, devices: List[str], operators: Tuple[str, ...] = ("coordinator",)) -> Tuple[Path, Path]:
+    """A password file (each board its own account, and the operators': their rights are in the shipped ACL) and
+    the shipped ACL with one block per board (the broadcast and its group's command topics)."""
     passwords = folder / "passwd"
-    passwords.write_text("".join(f"{name}:{PASSWORD}\n" for name in ["coordinator", *devices]))
+    passwords.write_text("".join(f"{name}:{PASSWORD}\n" for name in [*operators, *devices]))
     subprocess.run(["mosquitto_passwd", "-U", str(passwords)], check=True, timeout=120)
     blocks = [ACL.read_text()]
     for index, device in enumerate(devices):

@@ -55,6 +55,7 @@ OUTLIER_SHARE = 0.01  # a result now and then is this much slower (a board busy 
 OUTLIER_FACTOR = 1.6
 REGRESSED_SHARE = 0.005  # boards whose latency is worse from half-way through the run (a bad update)
 REGRESSION_FACTOR = 1.35
+AGENT_RSS_MB = 30.0  # an agent daemon's RSS after a job: 28 MB for one here, rounded up (scripts/agent_memory.py)
 Document = Dict[str, Any]
 
 
@@ -276,6 +277,7 @@ class SimBoard:
         hottest = self.kind[5] + self.rng.uniform(-2, 12) + (15 if self.busy_until > self.fleet.elapsed() else 0)
         readings = {"load": [round(self.rng.uniform(0, 2), 2)] * 3,
                     "memory_mb": {"total": 8192.0, "available": round(self.rng.uniform(3000, 7000), 1)},
+                    "agent_rss_mb": round(AGENT_RSS_MB * self.rng.uniform(0.9, 1.0), 1),
                     "temperature_c": {"cpu-thermal": round(hottest, 1)}, "max_temperature_c": round(hottest, 1),
                     "cpu_mhz": {"mean": round(self.rng.uniform(1200, 1800)), "max": 1800.0},
                     "throttled": hottest > 68, "throttle_reasons": []}

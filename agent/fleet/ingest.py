@@ -102,9 +102,20 @@ def ingest_batch(store: Store, messages: Sequence[Tuple[str, bytes]], settings: 
     """Store several messages in arrival order in one transaction (one commit for all: what makes ingest fast)
     and say what became of each; when the transaction fails, none of them is stored."""
     now = received_at or datetime.now(timezone.utc)
-    boards: Dict[str, Board] = {}  # held here: the session's identity map keeps only what something references
     with store.session() as session:
+        boards = _lock_boards(session, messages, settings.root)
         return [_ingest_one(session, boards, topic, payload, settings, now) for topic, payload in messages]
+
+
+def _lock_boards(session: Session, messages: Sequence[Tuple[str, bytes]], root: str) -> Dict[str, Board]:
+    """The known boards the messages' topics name, loaded in one query and, on PostgreSQL, locked in the order
+    of their ids: every row a message changes belongs to its board, so coordinators sharing the database take
+    their locks in one order and never deadlock. Held here: the session's identity map keeps only what
+    something references."""
+    prefix = root + "/"
+    named = {topic[len(prefix):].split("/", 1)[0] for topic, _ in messages if topic.startswith(prefix)}
+    query = select(Board).where(Board.device_id.in_(sorted(named))).order_by(Board.device_id).with_for_update()
+    return {board.device_id: board for board in session.scalars(query)}
 
 
 def _ingest_one(session: Session, boards: Dict[str, Board], topic: str, payload: bytes, settings: IngestSettings,

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agent.errors import StoreError
 from agent.fleet import jobs
@@ -72,6 +72,18 @@ def client_id(config: CoordinatorConfig) -> str:
     coordinators sharing one account keep their own persistent sessions."""
     instance = config.cluster.instance or socket.gethostname()
     return f"edge-coordinator-{config.mqtt.username or 'anonymous'}-{instance}"[:64]
+
+
+def conflicted(error: Exception) -> bool:
+    """Whether a failed transaction met another coordinator's on the same rows (a unique key both inserted, a
+    deadlock, a serialization failure): tried again, not counted as an outage."""
+    return isinstance(error, IntegrityError) or getattr(getattr(error, "orig", None), "sqlstate", None) in (
+        "40001", "40P01")
+
+
+def error_line(error: Exception) -> str:
+    """The first line of a database error's own message."""
+    return (str(getattr(error, "orig", None) or error).splitlines() or [""])[0]
 
 
 def alerts_topic(root: str) -> str:
@@ -251,9 +263,12 @@ class CoordinatorService:
         try:
             value = work()
         except (SQLAlchemyError, StoreError) as error:
+            if conflicted(error):
+                _log.warning("a transaction met another coordinator's (%s); trying it again", error_line(error))
+                return None
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
-                reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+                reason = error_line(error)
                 _log.error("the database is unavailable (%s); messages wait and are tried again", reason)
                 self._metrics.database_down()
                 self._outage_alert("open", f"the database is unavailable ({reason[:200]}); messages wait "

@@ -6,47 +6,24 @@ what happened. scripts/bench_outages.py does the same for 30 s under a simulated
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
 from support.agent import coordinator
 from support.broker import NEEDS_MOSQUITTO, Broker
 from support.coordinator import CoordinatorProcess, stored_results, wait_for
 from support.fleet import RealReports, publish_results
+from support.outages import postgres_stopped, sqlite_locked
 from support.postgres import PostgresServer
 
 from agent.fleet.store.database import open_store
 
 pytestmark = [NEEDS_MOSQUITTO]
 OUTAGE_S = 4.0
-
-
-@contextlib.contextmanager
-def sqlite_locked(path: Path) -> Iterator[None]:
-    """Another writer holds the SQLite file's write lock."""
-    other = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-
-
-@contextlib.contextmanager
-def postgres_stopped(server: PostgresServer) -> Iterator[None]:
-    """The PostgreSQL server is down."""
-    server.pause()
-    try:
-        yield
-    finally:
-        server.resume()
 
 
 def metric(service: CoordinatorProcess, name: str) -> float:

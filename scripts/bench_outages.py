@@ -127,9 +127,12 @@ def main() -> int:
               f"its end; everything stored {row['catch_up_s']:.1f} s after it ended")
         print(f"  metrics after: edge_fleet_database_outages_total {row['outages']}, "
               f"edge_fleet_database_outage_seconds_total {row['outage_s']}")
-        for alert in row["alerts"]:
-            print(f"  alert {alert.get('kind')} {alert.get('state')}: {alert.get('message')}")
-    return 0 if all(row["lost"] == 0 and len(row["alerts"]) == 2 for row in rows) else 1
+        outages = [alert for alert in row["alerts"] if alert.get("kind") == "database_outage"]
+        for alert in outages:
+            print(f"  alert database_outage {alert.get('state')}: {alert.get('message')}")
+        print(f"  (and {len(row['alerts']) - len(outages)} regression alerts on the simulator's outliers)")
+    return 0 if all(row["lost"] == 0 and [alert["state"] for alert in row["alerts"] if alert.get("kind") ==
+                                          "database_outage"] == ["open", "resolved"] for row in rows) else 1
 
 
 if __name__ == "__main__":

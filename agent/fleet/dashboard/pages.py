@@ -242,18 +242,18 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
         login = session(request)
         chosen = state if state in ("open", "acknowledged", "resolved", "noted") else None
         return render(request, "alerts.html", login, alerts=regressions.list_alerts(store, chosen, None, 500),
-                      state=chosen or "all")
+                      state=chosen or "all", back=f"/alerts?state={chosen or 'all'}")
 
     @app.post("/alerts/{alert_id}/{action}", include_in_schema=False)
     async def alert_action(request: Request, alert_id: int, action: str) -> Response:
         login = session(request)
-        await form(request, login, operator=True)
+        fields = await form(request, login, operator=True)
         states = {"ack": "acknowledged", "resolve": "resolved"}
         if action not in states:
             raise PageError(404, f"no alert action {action!r} (ack, resolve)")
         if await run_in_threadpool(regressions.move_alert, store, alert_id, states[action]) is None:
             raise PageError(404, f"unknown alert {alert_id}")
-        return RedirectResponse(request.headers.get("referer") or "/alerts", status_code=303)
+        return RedirectResponse(_local(fields.get("back", "/alerts")), status_code=303)
 
     @app.get("/jobs", include_in_schema=False)
     def job_list(request: Request) -> Response:

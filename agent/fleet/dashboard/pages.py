@@ -2,9 +2,10 @@
 the coordinator's FastAPI app by `add_dashboard`.
 
 Every page needs a session (else a redirect to `/login`); every form carries the session's CSRF token and is
-refused (403) without it; sending a job and acknowledging or resolving an alert need the operator role (a
-read-only session sees no such button and gets 403 from the endpoint). A command to a group or to every
-board is shown back for a confirmation before it is sent. Pages are rendered on the server from `templates/`;
+refused (403) without it (the login form, before any session, a token of its own also set as a cookie); sending
+a job and acknowledging or resolving an alert need the operator role (a read-only session sees no such button
+and gets 403 from the endpoint). A command to a group or to every board is shown back for a confirmation
+before it is sent. Pages are rendered on the server from `templates/`;
 `static/dashboard.js` draws the charts (vendored Chart.js) from JSON embedded in the page, sorts tables and
 follows a job's stream (server-sent events). Every response forbids other origins (Content-Security-Policy).
 """
@@ -12,8 +13,10 @@ follows a job's stream (server-sent events). Every response forbids other origin
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, Optional
@@ -39,6 +42,7 @@ Dispatch = Callable[[str, str, Dict[str, Any], str], JobView]
 SENT_COMMANDS = ("bench", "eval", "profile", "select", "info", "ping")  # what the job form offers
 FORM_FIELDS = {"model": str, "backend": str, "precision": str, "threads": int, "iterations": int, "batch": int,
                "min_seconds": float, "time_limit": float, "memory_limit_mb": int, "eval_limit": int, "budget": float}
+LOGIN_COOKIE = "edge_login"  # the login form's own CSRF token (double submit), before any session exists
 STREAM_EVERY_S = 0.5  # how often a job's stream looks at the store
 STREAM_MAX_S = 6 * 3600.0  # a stream ends by then (the browser reconnects if it is still open)
 SECURITY_HEADERS = {
@@ -163,9 +167,17 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    def login_form(request: Request, target: str, status: int = 200, failed: str = "") -> Response:
+        """The login page, with a fresh token for its form in the page and in a cookie (login CSRF)."""
+        nonce = secrets.token_urlsafe(16)
+        response = render(request, "login.html", None, status=status, next=target, failed=failed, form_token=nonce)
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+                            secure=secure_cookie, path="/login")
+        return response
+
     @app.get("/login", include_in_schema=False)
     def login_page(request: Request, next: str = "/") -> Response:
-        return render(request, "login.html", None, next=_local(next), failed=False)
+        return login_form(request, _local(next))
 
     @app.post("/login", include_in_schema=False)
     async def login_post(request: Request) -> Response:
@@ -173,14 +185,17 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
                                                               max_num_fields=10).items()}
         address = request.client.host if request.client else "-"
         target = _local(fields.get("next", "/"))
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(expected, fields.get("csrf", "")):
+            return login_form(request, target, 403, "the login form expired or came from elsewhere: log in again")
         if throttle.blocked(address):
-            return render(request, "login.html", None, status=429, next=target,
-                          failed="too many failed logins from this address: wait a few minutes")
+            return login_form(request, target, 429, "too many failed logins from this address: wait a few minutes")
         cookie = sessions.open(fields.get("token", ""))
         if cookie is None:
             throttle.failed(address)
-            return render(request, "login.html", None, status=401, next=target, failed="that token is not known")
+            return login_form(request, target, 401, "that token is not known")
         response = RedirectResponse(target, status_code=303)
+        response.delete_cookie(LOGIN_COOKIE, path="/login")
         response.set_cookie(COOKIE, cookie, max_age=int(sessions.lifetime_s), httponly=True, samesite="strict",
                             secure=secure_cookie, path="/")
         return response

@@ -162,7 +162,7 @@ def test_an_operator_runs_the_fleet_from_the_dashboard(service: CoordinatorProce
     browser.get(base + "/alerts?state=resolved")
     assert text_of(browser, f"#alerts tr[data-alert='{alert_id}'] .badge.resolved") == "resolved"
 
-    # The board page: its result in the history and its telemetry drawn.
+    # The board page: its result in the history.
     browser.get(base + "/boards/board-a")
     assert browser.find_elements("css selector", f"a[href='/results/board-a/{job_id}']")
     only_local(browser)

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.errors import InputSpecError, ModelFormatError, ProfileError
 from agent.graph.model import UNREADABLE, WEIGHT, Dim, Graph, Layer, QuantParams, Tensor, same_pads
+from agent.graph.onnx_fold import Expanded, expand
 from agent.graph.onnx_ops import SHAPE_PRESERVING, kind_and_roles
 from agent.graph.qdq import fold_quantization
 
@@ -25,8 +26,10 @@ ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu"
                "Clip": "clip", "HardSigmoid": "hard_sigmoid"}
 
 
-def read_onnx(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Graph:
-    """The layer graph of the ONNX file at `path`; `shapes` sets input dims by input name."""
+def read_onnx(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None,
+              values: Optional[Mapping[str, Any]] = None) -> Graph:
+    """The layer graph of the ONNX file at `path`; `shapes` sets input dims and `values` input values
+    (numpy arrays, e.g. a scalar that steers an If) by input name."""
     try:
         import onnx
     except ImportError as error:
@@ -38,24 +41,36 @@ def read_onnx(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None) 
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ModelFormatError(f"{path}: not an ONNX model (no graph or IR version)")
     warnings: List[str] = []
-    inferred = _infer_shapes(onnx, model, dict(shapes or {}), warnings)
-    tensors = _tensors(model.graph, inferred)
+    given = {name: _array(value) for name, value in (values or {}).items()}
+    shapes = dict(shapes or {})
+    shapes.update({name: list(array.shape) for name, array in given.items() if name not in shapes})
+    expanded = _infer_shapes(onnx, model, shapes, given, warnings)
+    tensors = _tensors(model.graph, expanded)
     external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         warnings.append(f"{len(external)} weights are stored in external data files; their sizes come "
                         "from the graph and their values were not read")
     initializers = {t.name for t in model.graph.initializer}
     graph = Graph(name=model.graph.name or path.stem, format="onnx", tensors=tensors,
-                  layers=_layers(onnx, model.graph, tensors, warnings),
+                  layers=_layers(onnx, expanded, tensors, warnings),
                   inputs=[v.name for v in model.graph.input if v.name not in initializers],
-                  outputs=[v.name for v in model.graph.output], warnings=warnings)
+                  outputs=[v.name for v in model.graph.output], warnings=warnings,
+                  control_flow=expanded.control_flow)
     _record_quant_params(onnx, model.graph, graph)
     fold_quantization(graph)
     return graph
 
 
-def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], warnings: List[str]) -> Any:
-    """The graph after shape inference on a copy whose large weights are typed inputs, not data."""
+def _array(value: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(value)
+
+
+def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], values: Dict[str, Any],
+                  warnings: List[str]) -> Expanded:
+    """Shape inference on a copy whose large weights are typed inputs, not data, folded and with its
+    control flow inlined (`agent.graph.onnx_fold`)."""
     graph = model.graph
     light = onnx.GraphProto(name=graph.name)
     light.node.extend(graph.node)
@@ -73,7 +88,7 @@ def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], warni
         if not keep_values or model.ir_version < 4:  # IR 3 lists every initializer as an input too
             light.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     inputs = [v for v in graph.input if v.name not in weights]
-    unknown = sorted(set(shapes) - {v.name for v in inputs})
+    unknown = sorted((set(shapes) | set(values)) - {v.name for v in inputs})
     if unknown:
         raise InputSpecError(f"shape given for {', '.join(unknown)}, but the model's inputs are "
                              f"{', '.join(v.name for v in inputs)}")
@@ -81,11 +96,7 @@ def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], warni
         light.input.append(value)
         _set_input_dims(light.input[-1], shapes.get(value.name), warnings)
     light_model = onnx.helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
-    try:
-        return onnx.shape_inference.infer_shapes(light_model, data_prop=True).graph
-    except Exception as error:  # inference rejects some valid-to-run models; report and go on
-        warnings.append(f"ONNX shape inference failed ({error}); only shapes stored in the file are used")
-        return light
+    return expand(onnx, light_model, values, [v.name for v in inputs], warnings)
 
 
 def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], warnings: List[str]) -> None:
@@ -114,19 +125,25 @@ def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], warnings: Li
                             "shape to count the layers that depend on it")
 
 
-def _tensors(graph: Any, inferred: Any) -> Dict[str, Tensor]:
+def _tensors(graph: Any, expanded: Expanded) -> Dict[str, Tensor]:
     """Every tensor with its shape and dtype: inferred values, then initializers and Constant outputs."""
     tensors: Dict[str, Tensor] = {}
+    inferred = expanded.inferred
     for value in list(inferred.input) + list(inferred.value_info) + list(inferred.output):
         tensor_type = value.type.tensor_type
         shape: Optional[Tuple[Dim, ...]] = None
         if tensor_type.HasField("shape"):
             shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
                           for d in tensor_type.shape.dim)
+        known = tensors.get(value.name)
+        if known is not None and known.shape is not None and (shape is None or not tensor_type.elem_type):
+            continue  # a graph output declared without shape or type: keep what inference found
         tensors[value.name] = Tensor(value.name, shape, DTYPES.get(tensor_type.elem_type, "unknown"))
     for init in graph.initializer:
         tensors[init.name] = Tensor(init.name, tuple(init.dims), DTYPES.get(init.data_type, "unknown"), True)
-    for node in graph.node:
+    for name, (dims, data_type) in expanded.constants.items():
+        tensors[name] = Tensor(name, dims, DTYPES.get(data_type, "unknown"), True)
+    for node in expanded.nodes:
         if node.op_type == "Constant" and node.output and node.attribute:
             tensors[node.output[0]] = _constant_tensor(node.output[0], node.attribute[0])
     return tensors
@@ -146,20 +163,22 @@ def _constant_tensor(name: str, attribute: Any) -> Tensor:
     return Tensor(name, shape, dtype, True)
 
 
-def _layers(onnx: Any, graph: Any, tensors: Dict[str, Tensor], warnings: List[str]) -> List[Layer]:
-    """One layer per node in file order (topological by the ONNX spec), Constant nodes left out."""
+def _layers(onnx: Any, expanded: Expanded, tensors: Dict[str, Tensor], warnings: List[str]) -> List[Layer]:
+    """One layer per node in file order (topological by the ONNX spec), inlined subgraphs after their
+    op, Constant nodes left out."""
     layers: List[Layer] = []
     seen = set()
-    for index, node in enumerate(graph.node):
+    for index, (node, scope) in enumerate(zip(expanded.nodes, expanded.scopes)):
         if node.op_type == "Constant":
             continue
         name = node.name or f"{node.op_type}_{index}"
         if name in seen:
             name = f"{name}_{index}"
         seen.add(name)
-        kind, roles = kind_and_roles(node.op_type)
+        kind, roles = kind_and_roles(node.op_type, node.domain)
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        layer = Layer(name, node.op_type, kind, list(node.input), list(node.output), roles)
+        layer = Layer(name, node.op_type, kind, list(node.input), list(node.output), roles,
+                      branches=scope.branches, repeat=scope.repeat)
         try:
             layer.attributes = _normalise(layer, attributes, tensors)
         except UNREADABLE as error:  # a malformed node: reported, and its work left uncounted
@@ -214,9 +233,15 @@ def _normalise(layer: Layer, raw: Dict[str, Any], tensors: Dict[str, Tensor]) ->
         layout = int(raw.get("layout", 0))
         attributes.update(cell="lstm" if "LSTM" in op else op.lower(), hidden_size=raw.get("hidden_size"),
                           directions=2 if _text(raw.get("direction", "")) == "bidirectional" else 1,
-                          time_axis=layout, batch_axis=1 - layout, matrix_inputs=(1, 2))
+                          time_axis=layout, batch_axis=1 - layout, matrix_inputs=(1, 2),
+                          peephole_inputs=(7,) if op == "LSTM" else ())
     elif kind == "lrn":
         attributes["size"] = int(raw.get("size", 1))
+    elif kind == "einsum":
+        attributes["equation"] = _text(raw["equation"])
+    elif kind in ("attention", "attention_packed"):
+        attributes["heads"] = raw.get("num_heads", raw.get("q_num_heads"))
+        attributes["qkv_sizes"] = [int(size) for size in raw.get("qkv_hidden_sizes", [])]
     elif kind in ("quantize", "dequantize"):
         attributes["axis"] = int(raw.get("axis", 1))
     elif kind == "control_flow":

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 from agent.errors import InputSpecError, ModelFormatError, ProfileError
 from agent.graph.model import DATA, UNREADABLE, WEIGHT, Dim, Graph, Layer, QuantParams, Tensor, same_pads
 from agent.graph.qdq import fold_quantization
-from agent.graph.tflite_ops import FUSED_ACTIVATIONS, MATRIX_INPUTS, REDUCE_OPS, kind_and_roles
+from agent.graph.tflite_ops import FUSED_ACTIVATIONS, MATRIX_INPUTS, PEEPHOLE_INPUTS, REDUCE_OPS, kind_and_roles
 
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
           7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
@@ -173,7 +173,8 @@ def _normalise(layer: Layer, options: Any, tensors: Dict[str, Tensor]) -> Dict[s
                           hidden_size=forget_weights[0] if forget_weights else None,
                           directions=2 if op.startswith("BIDIRECTIONAL") else 1,
                           time_axis=None if "SEQUENCE" not in op else 0 if time_major else 1,
-                          batch_axis=1 if time_major and "SEQUENCE" in op else 0)
+                          batch_axis=1 if time_major and "SEQUENCE" in op else 0,
+                          peephole_inputs=PEEPHOLE_INPUTS.get(op, ()))
     elif kind == "lrn":
         attributes["size"] = 2 * int(options.radius) + 1
     elif kind == "control_flow":

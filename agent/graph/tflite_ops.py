@@ -31,6 +31,12 @@ MATRIX_INPUTS: Dict[str, Tuple[int, ...]] = {
     "BIDIRECTIONAL_SEQUENCE_RNN": (1, 2, 5, 6, 10, 11),
 }
 
+# The cell-to-gate (peephole) weights of each LSTM direction, as the TFLite kernels number them.
+PEEPHOLE_INPUTS: Dict[str, Tuple[int, ...]] = {
+    "LSTM": (9, 10, 11), "UNIDIRECTIONAL_SEQUENCE_LSTM": (9, 10, 11),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": (9, 10, 11, 26, 27, 28),
+}
+
 OPS: Dict[str, Tuple[str, Roles]] = {
     "CONV_2D": ("conv", CONV), "DEPTHWISE_CONV_2D": ("conv", CONV), "CONV_3D": ("conv", CONV),
     "TRANSPOSE_CONV": ("conv_transpose", TRANSPOSE_CONV),

@@ -82,7 +82,7 @@ def test_same_auto_padding_is_resolved_to_explicit_pads(tmp_path: Path) -> None:
     assert (conv.attributes["in_channels"], conv.attributes["out_channels"]) == (8, 16)
 
 
-def test_if_subgraphs_are_reported_as_not_counted(tmp_path: Path) -> None:
+def test_an_if_with_a_constant_condition_is_replaced_by_the_branch_it_takes(tmp_path: Path) -> None:
     def branch(name: str) -> onnx.GraphProto:
         node = helper.make_node("Relu", ["y"], [name + "_out"])
         return helper.make_graph([node], name, [], [helper.make_tensor_value_info(name + "_out",
@@ -97,8 +97,11 @@ def test_if_subgraphs_are_reported_as_not_counted(tmp_path: Path) -> None:
     profile = static_profile(path)
     choose = next(layer for layer in profile.graph.layers if layer.name == "choose")
     assert choose.kind == "control_flow" and choose.attributes["subgraphs"] == ["else_branch", "then_branch"]
-    (row,) = profile.not_counted()
-    assert row["layer"] == "choose" and "then_branch" in row["reason"] and "else_branch" in row["reason"]
+    assert profile.not_counted() == []
+    (entry,) = profile.control_flow()
+    assert (entry["layer"], entry["mode"], entry["branch"]) == ("choose", "taken", "then_branch")
+    relu = next(c for c in profile.layers if c.name == "choose/then_branch/Relu_0")
+    assert relu.flops == 16 * 2 * 2 and profile.graph.tensor("z").shape == (1, 16, 2, 2)
     assert profile.layers[0].macs == 16 * 2 * 2 * 8 * 9  # the rest is still counted
 
 

@@ -1,0 +1,84 @@
+"""Output shapes of ONNX Runtime's com.microsoft ops, which ONNX shape inference does not know.
+
+Without them every layer after a DynamicQuantizeLSTM or a fused Attention loses its shapes. Each rule
+reads the op's input shapes and attributes (the contrib op's documented semantics) and returns the
+shape of each output, or None while an input shape is not known.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+Dims = Tuple[int, ...]
+Known = Sequence[Optional[Dims]]  # each input's dims when all are known, else None
+Rule = Callable[[Known, Dict[str, Any]], List[Dims]]
+# Contrib ops whose first output has the shape and type of their first input.
+SAME_AS_INPUT = frozenset({"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization",
+                           "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "BiasAdd",
+                           "BiasDropout", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
+                           "FusedConv", "RotaryEmbedding"})
+
+
+def _recurrent(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """DynamicQuantizeLSTM: X [T, B, I] → Y [T, D, B, H], Y_h and Y_c [D, B, H]."""
+    data = shapes[0]
+    if data is None or "hidden_size" not in attributes:
+        return []
+    hidden = int(attributes["hidden_size"])
+    directions = 2 if attributes.get("direction", b"") in (b"bidirectional", "bidirectional") else 1
+    return [(data[0], directions, data[1], hidden), (directions, data[1], hidden), (directions, data[1], hidden)]
+
+
+def _matmul(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """DynamicQuantizeMatMul, MatMulIntegerToFloat: A [..., M, K] @ B [K, N] → [..., M, N]."""
+    left, right = shapes[0], shapes[1] if len(shapes) > 1 else None
+    return [] if left is None or right is None else [left[:-1] + right[-1:]]
+
+
+def _attention(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """Attention: input [B, S, C] with packed weights [C, Q + K + V] → [B, S, V]."""
+    data, weights = shapes[0], shapes[1] if len(shapes) > 1 else None
+    if data is None or weights is None:
+        return []
+    sizes = [int(s) for s in attributes.get("qkv_hidden_sizes", [])]
+    return [data[:2] + (sizes[2] if len(sizes) == 3 else weights[1] // 3,)]
+
+
+def _multi_head(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """MultiHeadAttention: query [B, S, D], value [B, L, Dv] (or [B, N, L, Hv]) → [B, S, Dv]."""
+    query = shapes[0]
+    value = shapes[2] if len(shapes) > 2 else None
+    if query is None or len(query) != 3:
+        return []
+    if value is not None and len(value) in (3, 4):
+        return [query[:2] + ((value[-1],) if len(value) == 3 else (value[1] * value[3],))]
+    return [query]
+
+
+RULES: Dict[str, Rule] = {
+    "DynamicQuantizeLSTM": _recurrent, "DynamicQuantizeMatMul": _matmul, "MatMulIntegerToFloat": _matmul,
+    "Attention": _attention, "MultiHeadAttention": _multi_head,
+}
+
+
+def _known(dims: Optional[Tuple[Any, ...]]) -> Optional[Dims]:
+    if dims is None or not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def contrib_shapes(onnx: Any, node: Any, shapes: Mapping[str, Tuple[Any, ...]]) -> List[Tuple[str, Dims]]:
+    """(output name, dims) of each output of a com.microsoft `node` whose shape a rule gives; the
+    outputs are float (the rules' ops dequantize) or of the first input's type (`SAME_AS_INPUT`)."""
+    if node.domain != "com.microsoft":
+        return []
+    inputs = [_known(shapes.get(name)) if name else None for name in node.input]
+    if node.op_type in SAME_AS_INPUT:
+        first = inputs[0] if inputs else None
+        result: List[Dims] = [first] if first is not None else []
+    elif node.op_type in RULES:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        result = RULES[node.op_type](inputs, attributes)
+    else:
+        return []
+    return [(name, dims) for name, dims in zip(node.output, result) if name]

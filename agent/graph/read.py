@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from agent.errors import ModelFormatError, ModelNotFoundError
 from agent.graph.model import Graph
@@ -24,11 +24,13 @@ def model_format(path: Path) -> str:
     raise ModelFormatError(f"{path}: neither an .onnx nor a .tflite model")
 
 
-def read_graph(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Graph:
-    """The layer graph of an ONNX or TFLite file; `shapes` sets input dims by input name."""
+def read_graph(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None,
+               values: Optional[Mapping[str, Any]] = None) -> Graph:
+    """The layer graph of an ONNX or TFLite file; `shapes` sets input dims and `values` input values
+    (arrays that fold the control flow they steer; ONNX only) by input name."""
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: no such model file")
     if model_format(path) == "tflite":
         return read_tflite(path, shapes)
-    return read_onnx(path, shapes)
+    return read_onnx(path, shapes, values)

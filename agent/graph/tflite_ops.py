@@ -63,7 +63,7 @@ REDUCE_OPS = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max", "REDUCE_MIN": "
 DATA_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "SPLIT_V", "UNPACK", "SLICE",
             "STRIDED_SLICE", "GATHER", "GATHER_ND", "PAD", "PADV2", "MIRROR_PAD", "TILE", "BROADCAST_TO",
             "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "SHAPE",
-            "FILL", "ZEROS_LIKE", "ONES_LIKE", "REVERSE_V2", "CAST", "RANK", "SCATTER_ND")
+            "FILL", "ZEROS_LIKE", "ONES_LIKE", "REVERSE_V2", "CAST", "RANK", "SCATTER_ND", "DENSIFY")
 ELEMENTWISE_OPS = {
     "ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "POW": "pow", "MAXIMUM": "max",
     "MINIMUM": "min", "SQUARED_DIFFERENCE": "squared_difference", "FLOOR_DIV": "div",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from agent.graph.model import BUFFER, PARAM_ROLES, Graph
 from agent.graph.read import read_graph
@@ -135,6 +135,8 @@ def profile_graph(graph: Graph) -> Profile:
                    static_parallelism(graph, [c.flops for c in layers]), find_fusions(graph))
 
 
-def static_profile(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Profile:
-    """Reads the ONNX or TFLite file at `path` and profiles it; `shapes` sets input dims by name."""
-    return profile_graph(read_graph(path, shapes))
+def static_profile(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                   values: Optional[Mapping[str, Any]] = None) -> Profile:
+    """Reads the ONNX or TFLite file at `path` and profiles it; `shapes` sets input dims and `values`
+    input values (scalars that steer an If) by name."""
+    return profile_graph(read_graph(path, shapes, values))

@@ -218,7 +218,8 @@ def _normalise(layer: Layer, raw: Dict[str, Any], tensors: Dict[str, Tensor]) ->
         attributes.update(_window(raw, kernel, layer, tensors))
     elif kind == "matmul":
         transposed = bool(raw.get("transA", 0))
-        axis = {"Gemm": 0 if transposed else 1, "FusedMatMul": -2 if transposed else -1}.get(op, -1)
+        gemm = 0 if transposed else 1
+        axis = {"Gemm": gemm, "QGemm": gemm, "FusedGemm": gemm, "FusedMatMul": -2 if transposed else -1}.get(op, -1)
         attributes["k_from"] = (0, axis)
     elif kind == "pool":
         attributes["pool"] = "max" if "Max" in op else "lp" if "Lp" in op else "avg"

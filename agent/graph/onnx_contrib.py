@@ -16,7 +16,7 @@ Rule = Callable[[Known, Dict[str, Any]], List[Dims]]
 SAME_AS_INPUT = frozenset({"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization",
                            "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "BiasAdd",
                            "BiasDropout", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
-                           "FusedConv", "RotaryEmbedding"})
+                           "FusedConv", "RotaryEmbedding", "FusedGemm"})
 
 
 def _recurrent(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
@@ -55,10 +55,63 @@ def _multi_head(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
     return [query]
 
 
+def _broadcast(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """QLinearAdd, QLinearMul: the NumPy broadcast of A (input 0) and B (input 3)."""
+    left, right = shapes[0], shapes[3] if len(shapes) > 3 else None
+    if left is None or right is None:
+        return []
+    rank = max(len(left), len(right))
+    left, right = (1,) * (rank - len(left)) + left, (1,) * (rank - len(right)) + right
+    return [tuple(max(a, b) for a, b in zip(left, right))]
+
+
+def _concat(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """QLinearConcat: inputs Y scale, Y zero point, then (X, scale, zero point) per operand."""
+    operands = shapes[2::3]
+    if not operands or any(dims is None for dims in operands):
+        return []
+    first = operands[0] or ()
+    axis = int(attributes.get("axis", 0)) % len(first)
+    total = sum((dims or ())[axis] for dims in operands)
+    return [first[:axis] + (total,) + first[axis + 1:]]
+
+
+def _global_pool(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """QLinearGlobalAveragePool: [N, C, spatial...] → [N, C, 1...] (channels_last: [N, 1..., C])."""
+    data = shapes[0]
+    if data is None:
+        return []
+    if attributes.get("channels_last"):
+        return [data[:1] + (1,) * (len(data) - 2) + data[-1:]]
+    return [data[:2] + (1,) * (len(data) - 2)]
+
+
+def _gemm(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """QGemm: A [M, K] (transA: [K, M]) times B [K, N] (transB: [N, K]) → [M, N]."""
+    left, right = shapes[0], shapes[3] if len(shapes) > 3 else None
+    if left is None or right is None:
+        return []
+    rows = left[1] if attributes.get("transA") else left[0]
+    columns = right[0] if attributes.get("transB") else right[1]
+    return [(rows, columns)]
+
+
+def _embedding(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """EmbedLayerNormalization: token ids [B, S], word embeddings [V, H] → [B, S, H] and mask [B]."""
+    ids, words = shapes[0], shapes[2] if len(shapes) > 2 else None
+    return [] if ids is None or words is None else [ids + words[1:], ids[:1]]
+
+
 RULES: Dict[str, Rule] = {
     "DynamicQuantizeLSTM": _recurrent, "DynamicQuantizeMatMul": _matmul, "MatMulIntegerToFloat": _matmul,
-    "Attention": _attention, "MultiHeadAttention": _multi_head,
+    "Attention": _attention, "QAttention": _attention, "MultiHeadAttention": _multi_head,
+    "GroupQueryAttention": _multi_head, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
+    "QLinearConcat": _concat, "QLinearGlobalAveragePool": _global_pool, "QGemm": _gemm,
+    "EmbedLayerNormalization": _embedding,
 }
+# Which input's element type each rule's outputs have (None: float, the rules' ops that dequantize).
+OUTPUT_TYPE_OF_INPUT: Dict[str, Optional[int]] = {"QLinearAdd": 0, "QLinearMul": 0, "QLinearConcat": 2,
+                                                  "QLinearGlobalAveragePool": 0, "QGemm": 0}
 
 
 def _known(dims: Optional[Tuple[Any, ...]]) -> Optional[Dims]:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from agent.graph.model import ControlFlow
-from agent.graph.onnx_contrib import SAME_AS_INPUT, contrib_shapes
+from agent.graph.onnx_contrib import OUTPUT_TYPE_OF_INPUT, SAME_AS_INPUT, contrib_shapes
 
 FOLD_ELEMENTS = 4096  # values up to this size are folded; larger results stay run-time tensors
 MAX_ROUNDS = 12
@@ -153,7 +153,8 @@ def _contrib(state: _State, inferred: Any, shapes: Dict[str, Tuple[Any, ...]]) -
         for name, dims in contrib_shapes(state.onnx, node, shapes):
             if shapes.get(name) is not None and all(isinstance(d, int) and d > 0 for d in shapes[name]):
                 continue
-            elem = types.get(node.input[0], 1) if node.op_type in SAME_AS_INPUT else 1
+            source = 0 if node.op_type in SAME_AS_INPUT else OUTPUT_TYPE_OF_INPUT.get(node.op_type)
+            elem = types.get(node.input[source], 1) if source is not None and source < len(node.input) else 1
             stale = [i for i, v in enumerate(state.light.value_info) if v.name == name]
             for index in reversed(stale):
                 del state.light.value_info[index]

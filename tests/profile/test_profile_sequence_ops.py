@@ -162,3 +162,32 @@ def test_loop_and_scan_bodies_count_once_per_trip(tmp_path: Path) -> None:
     assert _compare(path, feeds) == 5 * 2 * 8 * 8 + 6 * 8 * 8
     modes = {e["layer"]: (e["mode"], e["trips"]) for e in profile_graph(read_onnx(path)).control_flow()}
     assert modes == {"loop": ("repeated", 5), "scan": ("repeated", 6)}
+
+
+def test_a_static_qoperator_model_keeps_its_shapes_through_the_contrib_qlinear_ops(tmp_path: Path) -> None:
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    nodes = [helper.make_node("Conv", ["x", "k1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "k2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"]),
+             helper.make_node("Concat", ["s", "r1"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    weights = [_weight("k1", [8, 3, 3, 3]), _weight("b1", [8]), _weight("k2", [8, 8, 3, 3]), _weight("b2", [8]),
+               _weight("wf", [10, 16]), _weight("bf", [10])]
+    float_path = _save(tmp_path / "float.onnx", nodes, {"x": [1, 3, 16, 16]}, ["y"], weights, opset=13)
+
+    class Samples(quantization.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.left = [{"x": RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
+
+        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+            return self.left.pop() if self.left else None
+
+    path = tmp_path / "int8.onnx"
+    quantization.quantize_static(str(float_path), str(path), Samples(),
+                                 quant_format=quantization.QuantFormat.QOperator)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QLinearConv", "QLinearAdd", "QLinearConcat", "QLinearGlobalAveragePool"} <= ops
+    assert _compare(path, {"x": np.zeros((1, 3, 16, 16), np.float32)}) == 256 * 8 * 27 + 256 * 8 * 72 + 160

@@ -90,6 +90,7 @@ class ControlFlow:
     branch: Optional[str] = None
     trips: Optional[int] = None
     reason: str = ""
+    inputs: List[str] = field(default_factory=list)  # model inputs whose values choose an If's branch
 
     def to_dict(self) -> Dict[str, object]:
         """The JSON form of one entry of `profile.control_flow`."""

@@ -41,8 +41,8 @@ def read_onnx(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None,
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ModelFormatError(f"{path}: not an ONNX model (no graph or IR version)")
     warnings: List[str] = []
-    given = {name: _array(value) for name, value in (values or {}).items()}
     shapes = dict(shapes or {})
+    given = _given_values(onnx, model.graph, values or {}, shapes)
     shapes.update({name: list(array.shape) for name, array in given.items() if name not in shapes})
     expanded = _infer_shapes(onnx, model, shapes, given, warnings)
     tensors = _tensors(model.graph, expanded)
@@ -61,10 +61,24 @@ def read_onnx(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None,
     return graph
 
 
-def _array(value: Any) -> Any:
+def _given_values(onnx: Any, graph: Any, values: Mapping[str, Any],
+                  shapes: Mapping[str, Sequence[int]]) -> Dict[str, Any]:
+    """The given input values at their input's dtype; a single number fills the input's shape (from
+    `shapes`, else the model's dims, unknown ones taken as 1)."""
     import numpy as np
 
-    return np.asarray(value)
+    declared = {v.name: v.type.tensor_type for v in graph.input}
+    given: Dict[str, Any] = {}
+    for name, value in values.items():
+        array = np.asarray(value)
+        tensor_type = declared.get(name)
+        if tensor_type is not None and tensor_type.elem_type:
+            array = array.astype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        if tensor_type is not None and array.ndim == 0 and len(tensor_type.shape.dim) > 0:
+            dims = shapes.get(name) or [d.dim_value if d.dim_value > 0 else 1 for d in tensor_type.shape.dim]
+            array = np.full(list(dims), array.item(), dtype=array.dtype)
+        given[name] = array
+    return given
 
 
 def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], values: Dict[str, Any],

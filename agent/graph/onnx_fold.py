@@ -267,7 +267,7 @@ def _inline_unknown(state: _State, shapes: Dict[str, Tuple[Any, ...]]) -> bool:
                 at += added
             steering = _steering_inputs(state, node.input[0])
             given = ", ".join(f"--input {name}=VALUE" for name in steering)
-            state.control_flow.append(ControlFlow(node.name, "If", "both", reason=(
+            state.control_flow.append(ControlFlow(node.name, "If", "both", inputs=steering, reason=(
                 f"input {', '.join(steering)} chooses the branch of {node.name} ({given} folds it)" if steering
                 else f"condition {node.input[0]} is not known before run time")))
         else:

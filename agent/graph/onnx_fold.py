@@ -102,7 +102,10 @@ def _infer(state: _State, light_model: Any, warnings: List[str]) -> Any:
     graph = onnx.GraphProto(name=state.light.name)
     graph.initializer.extend(state.light.initializer)
     graph.value_info.extend(state.light.value_info)
-    graph.output.extend(state.light.output)
+    for value in state.light.output:  # declared output dims (often -1) would override what is inferred
+        tensor_type = value.type.tensor_type
+        graph.output.append(onnx.helper.make_tensor_value_info(value.name, tensor_type.elem_type, None)
+                            if value.type.HasField("tensor_type") else value)
     given = set(state.values) & {v.name for v in state.light.input}
     graph.input.extend(v for v in state.light.input if v.name not in given)
     for name in sorted(given):

@@ -1,27 +1,16 @@
-"""Pick the reader for a model file by its contents (TFLite's identifier) or its suffix."""
+"""Pick the reader for a model file by its format (`agent.modelfile.model_format`: TFLite's identifier,
+else the suffix)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from agent.errors import ModelFormatError, ModelNotFoundError
+from agent.errors import ModelNotFoundError
 from agent.graph.model import Graph
 from agent.graph.onnx import read_onnx
 from agent.graph.tflite import read_tflite
-
-SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".lite": "tflite"}
-
-
-def model_format(path: Path) -> str:
-    """"tflite" when the file carries the TFL3 identifier, else by suffix; ModelFormatError otherwise."""
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if path.suffix.lower() in SUFFIXES:
-        return SUFFIXES[path.suffix.lower()]
-    raise ModelFormatError(f"{path}: neither an .onnx nor a .tflite model")
+from agent.modelfile import model_format
 
 
 def read_graph(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None,

@@ -1,6 +1,7 @@
 """Read a TFLite flatbuffer into the format-neutral layer graph, without TensorFlow.
 
-The file is parsed with the schema bundled in ai-edge-litert (`schema_py_generated`, object API).
+The file is parsed with the schema bundled in ai-edge-litert (`schema_py_generated`, object API), or
+the `tflite` package's where ai-edge-litert is absent (`agent.graph.tflite_schema`).
 Operators are read before any interpreter touches the model, so they are the model's own ops, not
 the delegate nodes XNNPACK puts in their place. Shapes are the ones stored in the file.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
-from agent.errors import InputSpecError, ModelFormatError, ProfileError
+from agent.errors import InputSpecError, ModelFormatError
 from agent.graph.model import DATA, UNREADABLE, WEIGHT, Dim, Graph, Layer, QuantParams, Tensor, same_pads
 from agent.graph.qdq import fold_quantization
 from agent.graph.tflite_ops import FUSED_ACTIVATIONS, MATRIX_INPUTS, PEEPHOLE_INPUTS, REDUCE_OPS, kind_and_roles
+from agent.graph.tflite_schema import schema_reader
 
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
           7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
@@ -23,29 +25,28 @@ CUSTOM = 32
 
 
 def read_tflite(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Graph:
-    """The layer graph of the main subgraph of the TFLite file at `path`."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as error:
-        raise ProfileError(f"reading {path.name} needs ai-edge-litert (its TFLite schema): "
-                           "pip install ai-edge-litert") from error
+    """The layer graph of the main subgraph of the TFLite file at `path` (the schema of ai-edge-litert,
+    or of the tflite package where it is absent: `agent.graph.tflite_schema`)."""
+    reader = schema_reader(path.name)
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelFormatError(f"{path}: not a TFLite model (no TFL3 file identifier)")
     try:
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        model, names = reader(data)
+        if not model.subgraphs or not model.operatorCodes and model.subgraphs[0].operators:
+            raise ModelFormatError(f"{path}: TFLite file without a subgraph or operator codes")
+    except ModelFormatError:
+        raise
     except Exception as error:  # flatbuffers reads past the end of a truncated file in many ways
         raise ModelFormatError(f"{path}: truncated or corrupt TFLite file ({error!r})") from error
-    if not model.subgraphs or not model.operatorCodes and model.subgraphs[0].operators:
-        raise ModelFormatError(f"{path}: TFLite file without a subgraph or operator codes")
     try:
-        return _graph(path, model, schema, dict(shapes or {}), len(data))
+        return _graph(path, model, names, dict(shapes or {}), len(data))
     except UNREADABLE as error:  # an index or field that does not hold together
         raise ModelFormatError(f"{path}: inconsistent TFLite file ({error!r})") from error
 
 
-def _graph(path: Path, model: Any, schema: Any, shapes: Dict[str, Sequence[int]], file_size: int) -> Graph:
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+def _graph(path: Path, model: Any, names: Dict[int, str], shapes: Dict[str, Sequence[int]],
+           file_size: int) -> Graph:
     subgraph = model.subgraphs[0]
     tensors, tensor_names = _tensors(model, subgraph, file_size)
     warnings = _dynamic_dim_warnings(subgraph, tensor_names)

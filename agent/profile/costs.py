@@ -8,10 +8,11 @@ whose op is not known, gets None (never 0) and a `note` saying why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent.graph.model import BIAS, BUFFER, DATA, OPERAND, PARAM_ROLES, QUANT, UNREADABLE, Graph, Layer, Tensor
+from agent.profile.fast_algorithms import fast_algorithms
 
 # FLOPs and MULTs per output element of element-wise kinds (comparisons, exp, tanh, erf: 1 FLOP).
 ELEMENTWISE: Dict[str, Tuple[int, int]] = {
@@ -61,6 +62,7 @@ class LayerCost:
     bytes_written: Optional[int]
     note: Optional[str] = None
     measured_ms: Optional[float] = None
+    fast_algorithms: List[Dict[str, object]] = field(default_factory=list)  # agent.profile.fast_algorithms
 
     @property
     def intensity(self) -> Optional[float]:
@@ -309,12 +311,16 @@ def layer_cost(graph: Graph, layer: Layer) -> LayerCost:
              or [Tensor("", None, "unknown")])[0].dtype
     trips = layer.repeat or 1
     moved = (_bytes(v.inputs), _bytes(v.outputs))
+    fast: List[Dict[str, object]] = []
+    if layer.kind == "conv" and data and v.outputs and v.outputs[0] is not None and data[0].is_resolved:
+        fast = fast_algorithms(layer.attributes, data[0].shape, v.outputs[0].shape, work[0])  # type: ignore[arg-type]
     return LayerCost(
         name=layer.name, op=layer.op, kind=layer.kind, dtype=dtype,
         macs=_times(work[0], trips), flops=_times(work[1], trips), mults=_times(work[2], trips),
         params=sum(t.elements or 0 for t in params), param_bytes=_bytes(params) or 0,
         buffers=sum(t.elements or 0 for t in buffers), buffer_bytes=_bytes(buffers) or 0,
-        bytes_read=_times(moved[0], trips), bytes_written=_times(moved[1], trips), note=note)
+        bytes_read=_times(moved[0], trips), bytes_written=_times(moved[1], trips), note=note,
+        fast_algorithms=fast)
 
 
 def _times(value: Optional[int], trips: int) -> Optional[int]:

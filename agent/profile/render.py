@@ -54,6 +54,9 @@ def why(row: Dict[str, Any]) -> str:
         text += f", {roof_text(row['roof_fraction'], row.get('peak_under_measured'))}"
     elif row.get("lower_bound_ms") is not None:
         text += f", >= {number(row['lower_bound_ms'])} ms"
+    if row.get("fast_algorithms"):
+        best = max(row["fast_algorithms"], key=lambda f: f["saved_mults"])
+        text += f"; {best['name']} saves {count(best['saved_mults'])} mults"
     if row.get("fused_layers"):
         text += " (+ " + ", ".join(short(n, 24) for n in row["fused_layers"][:3]) + \
             (", ..." if len(row["fused_layers"]) > 3 else "") + ")"

@@ -110,6 +110,8 @@ class Profile:
                     peak_activation_bytes=self.memory.peak_bytes, layers=len(self.layers),
                     layers_not_counted=sum(1 for c in self.layers if c.note),
                     unknown_ops=sum(1 for c in self.layers if c.kind == "unknown"),
+                    fast_algorithm_saved_mults=sum(max(int(f["saved_mults"]) for f in c.fast_algorithms)  # type: ignore[call-overload]
+                                                   for c in counted if c.fast_algorithms),
                     measured_ms=sum(times) if times else None)
 
     def to_dict(self) -> Dict[str, object]:

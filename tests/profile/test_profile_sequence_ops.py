@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from support.reference_macs import onnx_reference  # noqa: E402
 
 from agent.graph.onnx import read_onnx  # noqa: E402
+from agent.profile.render import control_flow_lines  # noqa: E402
 from agent.profile.static import profile_graph  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -137,6 +138,8 @@ def test_an_input_steered_if_folds_with_its_value_else_the_larger_branch_bounds(
     assert entry["branch_macs"] == {"then_branch": 4 * 16 * 32, "else_branch": 4 * 16 * 8}
     assert "input sr" in str(entry["reason"])
     assert profile.totals()["macs"] == 4 * 16 * 32
+    (line,) = control_flow_lines(profile.control_flow())
+    assert "both branches counted (then 2.05K, else 512 MACs), the larger (then)" in line and "sr=VALUE" in line
 
 
 def test_loop_and_scan_bodies_count_once_per_trip(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ Rule = Callable[[Known, Dict[str, Any]], List[Dims]]
 SAME_AS_INPUT = frozenset({"Gelu", "FastGelu", "BiasGelu", "QuickGelu", "SkipLayerNormalization",
                            "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "BiasAdd",
                            "BiasDropout", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
-                           "FusedConv", "RotaryEmbedding", "FusedGemm"})
+                           "RotaryEmbedding"})
 
 
 def _recurrent(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
@@ -86,14 +86,41 @@ def _global_pool(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
     return [data[:2] + (1,) * (len(data) - 2)]
 
 
-def _gemm(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
-    """QGemm: A [M, K] (transA: [K, M]) times B [K, N] (transB: [N, K]) → [M, N]."""
-    left, right = shapes[0], shapes[3] if len(shapes) > 3 else None
-    if left is None or right is None:
+def _gemm(weight: int) -> Rule:
+    """FusedGemm (B is input 1), QGemm (input 3): A [M, K] (transA: [K, M]) times B [K, N] (transB:
+    [N, K]) → [M, N]."""
+    def rule(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+        left, right = shapes[0], shapes[weight] if len(shapes) > weight else None
+        if left is None or right is None:
+            return []
+        rows = left[1] if attributes.get("transA") else left[0]
+        columns = right[0] if attributes.get("transB") else right[1]
+        return [(rows, columns)]
+    return rule
+
+
+def _conv(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """FusedConv: X [N, C, spatial...], W [C_out, C/group, k...] → [N, C_out, out...], each out dim
+    ⌊(in + pads − dilation·(k − 1) − 1) / stride⌋ + 1 (SAME auto-padding: ⌈in / stride⌉)."""
+    data, weight = shapes[0], shapes[1] if len(shapes) > 1 else None
+    if data is None or weight is None:
         return []
-    rows = left[1] if attributes.get("transA") else left[0]
-    columns = right[0] if attributes.get("transB") else right[1]
-    return [(rows, columns)]
+    rank = len(data) - 2
+    kernel = [int(k) for k in attributes.get("kernel_shape", weight[2:])]
+    strides = [int(s) for s in attributes.get("strides", [1] * rank)]
+    dilations = [int(d) for d in attributes.get("dilations", [1] * rank)]
+    pads = [int(p) for p in attributes.get("pads", [0] * (2 * rank))]
+    same = str(attributes.get("auto_pad", b"NOTSET")).find("SAME") >= 0
+    spatial = tuple(-(-size // stride) if same
+                    else (size + pads[i] + pads[i + rank] - dilation * (k - 1) - 1) // stride + 1
+                    for i, (size, k, stride, dilation) in enumerate(zip(data[2:], kernel, strides, dilations)))
+    return [data[:1] + weight[:1] + spatial]
+
+
+def _matmul_nbits(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
+    """MatMulNBits: A [..., K] times packed B of N columns → [..., N]."""
+    data = shapes[0]
+    return [] if data is None or "N" not in attributes else [data[:-1] + (int(attributes["N"]),)]
 
 
 def _embedding(shapes: Known, attributes: Dict[str, Any]) -> List[Dims]:
@@ -106,12 +133,13 @@ RULES: Dict[str, Rule] = {
     "DynamicQuantizeLSTM": _recurrent, "DynamicQuantizeMatMul": _matmul, "MatMulIntegerToFloat": _matmul,
     "Attention": _attention, "QAttention": _attention, "MultiHeadAttention": _multi_head,
     "GroupQueryAttention": _multi_head, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
-    "QLinearConcat": _concat, "QLinearGlobalAveragePool": _global_pool, "QGemm": _gemm,
-    "EmbedLayerNormalization": _embedding,
+    "QLinearConcat": _concat, "QLinearGlobalAveragePool": _global_pool, "QGemm": _gemm(3),
+    "FusedGemm": _gemm(1), "FusedConv": _conv, "MatMulNBits": _matmul_nbits, "EmbedLayerNormalization": _embedding,
 }
 # Which input's element type each rule's outputs have (None: float, the rules' ops that dequantize).
 OUTPUT_TYPE_OF_INPUT: Dict[str, Optional[int]] = {"QLinearAdd": 0, "QLinearMul": 0, "QLinearConcat": 2,
-                                                  "QLinearGlobalAveragePool": 0, "QGemm": 0}
+                                                  "QLinearGlobalAveragePool": 0, "QGemm": 0, "FusedGemm": 0,
+                                                  "FusedConv": 0, "MatMulNBits": 0}
 
 
 def _known(dims: Optional[Tuple[Any, ...]]) -> Optional[Dims]:

@@ -56,6 +56,7 @@ OPS: Dict[str, Tuple[str, Roles]] = {
     "DynamicQuantizeMatMul": ("matmul", (DATA, WEIGHT, QUANT, QUANT, BIAS)),
     "QGemm": ("matmul", (DATA, QUANT, QUANT, WEIGHT, QUANT, QUANT, BIAS, QUANT, QUANT)),
     "FusedGemm": ("matmul", CONV_ROLES),
+    "MatMulNBits": ("matmul", (DATA, WEIGHT, QUANT, QUANT, OPERAND, BIAS)),
     "QAttention": ("attention_packed", (DATA, WEIGHT, BIAS, QUANT, QUANT, OPERAND, QUANT, QUANT, DATA)),
     "GroupQueryAttention": ("attention", (DATA, DATA, DATA, DATA, DATA, OPERAND, OPERAND)),
     "EmbedLayerNormalization": ("layernorm", (OPERAND, OPERAND, WEIGHT, WEIGHT, WEIGHT, WEIGHT, BIAS, OPERAND)),

@@ -194,3 +194,24 @@ def test_a_static_qoperator_model_keeps_its_shapes_through_the_contrib_qlinear_o
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QLinearConv", "QLinearAdd", "QLinearConcat", "QLinearGlobalAveragePool"} <= ops
     assert _compare(path, {"x": np.zeros((1, 3, 16, 16), np.float32)}) == 256 * 8 * 27 + 256 * 8 * 72 + 160
+
+
+def test_a_model_onnx_runtime_optimized_keeps_its_shapes_through_fused_conv_and_gemm(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    nodes = [helper.make_node("Conv", ["x", "k1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "k2", "b2"], ["c2"]),
+             helper.make_node("Sigmoid", ["c2"], ["s2"]),
+             helper.make_node("Flatten", ["s2"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["g"], transB=1),
+             helper.make_node("Relu", ["g"], ["y"])]
+    weights = [_weight("k1", [8, 3, 3, 3]), _weight("b1", [8]), _weight("k2", [4, 8, 3, 3]), _weight("b2", [4]),
+               _weight("wf", [10, 4 * 6 * 6]), _weight("bf", [10])]
+    source = _save(tmp_path / "float.onnx", nodes, {"x": [1, 3, 16, 16]}, ["y"], weights, opset=13)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    path = tmp_path / "optimized.onnx"
+    assert "FusedConv" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert _compare(path, {"x": np.zeros((1, 3, 16, 16), np.float32)}) == 64 * 8 * 27 + 36 * 4 * 72 + 10 * 144

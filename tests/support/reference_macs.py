@@ -84,7 +84,8 @@ def _multi_head_attention(i: Shapes, o: Shapes, w: Shapes) -> int:
 # Each formula gets the node's run-time input shapes, output shapes, and all its input shapes (those
 # ONNX Runtime leaves out of its profile, pre-packed constant weights, read from the model file).
 ONNX_FORMULAS: Dict[str, Callable[[Shapes, Shapes, Shapes], int]] = {
-    "Conv": _conv, "ConvInteger": _conv, "FusedConv": _conv, "FusedGemm": _gemm, "QLinearConv": _qlinear_conv, "ConvTranspose": _conv_transpose,
+    "Conv": _conv, "ConvInteger": _conv, "FusedConv": _conv, "FusedGemm": _gemm, "QLinearConv": _qlinear_conv,
+    "ConvTranspose": _conv_transpose,
     "MatMul": _matmul, "MatMulInteger": _matmul, "QLinearMatMul": _matmul, "Gemm": _gemm, "QGemm": _gemm,
     "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1), "DynamicQuantizeLSTM": _recurrent(4),
     "Einsum": _matmul, "Attention": _packed_attention, "MultiHeadAttention": _multi_head_attention,

@@ -1,6 +1,7 @@
 """Resolve what one pass of ONNX shape inference leaves open, before the layers are read.
 
-Rounds of shape inference alternate with two rewrites of the inference copy of the graph:
+Rounds of shape inference alternate with two rewrites of the inference copy of the graph (the file's
+own value_info is left out, and taken only for dims that neither inference nor folding resolves):
 1. **folding**: a node whose inputs are all known small values (shape arithmetic: Shape, Gather,
    Concat, Equal...; a `Shape` of a tensor whose dims are known) is replaced by a Constant, so the
    next round sees the Reshape targets, pads and conditions it computes;
@@ -61,6 +62,13 @@ class _State:
         self.constants: Dict[str, Tuple[Tuple[int, ...], int]] = {}
         self.control_flow: List[ControlFlow] = []
         self.inputs: List[str] = []
+        self.contributed: Set[str] = set()  # value_info names added by agent.graph.onnx_contrib
+        # The file's own value_info: used only where inference leaves a dim open (a stale one never
+        # overrides what inference finds).
+        self.stored: Dict[str, Any] = {}
+        for value in light.value_info:
+            self.stored[value.name] = value
+        del light.value_info[:]
         for index, node in enumerate(light.node):
             if not node.name:
                 node.name = f"{node.op_type}_{index}"
@@ -90,6 +98,8 @@ def expand(onnx: Any, light_model: Any, values: Dict[str, np.ndarray], inputs: S
         changed = _contrib(state, inferred, shapes)
         changed = _fold(state, shapes) or changed
         changed = _inline_known(state, shapes) or changed
+        if not changed:  # the file's stored shapes only where folding could not go further
+            changed = _stored(state, shapes)
         if not changed:
             changed = _inline_unknown(state, shapes)
         if not changed:
@@ -124,15 +134,28 @@ def _infer(state: _State, light_model: Any, warnings: List[str]) -> Any:
         else:
             graph.node.append(node)
         graph.node.extend(helpers)
-    model = onnx.helper.make_model(graph, opset_imports=light_model.opset_import, ir_version=light_model.ir_version)
-    try:
+    def infer() -> Any:
+        model = onnx.helper.make_model(graph, opset_imports=light_model.opset_import,
+                                       ir_version=light_model.ir_version)
         return onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    except Exception as error:  # inference rejects some valid-to-run models; report and go on
+
+    try:
+        return infer()
+    except Exception as error:  # inference rejects some valid-to-run models (a stored shape it disagrees with)
         first_line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    stored = [v for v in graph.value_info if v.name not in state.contributed]
+    for value in stored:  # once more without the file's value_info taken so far, keeping the contrib-op shapes
+        graph.value_info.remove(value)
+    try:
+        inferred = infer()
+        message = f"ONNX shape inference rejected the file's stored shapes ({first_line}); they were left out"
+    except Exception:
+        graph.value_info.extend(stored)
+        inferred = graph
         message = f"ONNX shape inference failed ({first_line}); only shapes stored in the file are used"
-        if message not in warnings:
-            warnings.append(message)
-        return graph
+    if message not in warnings:
+        warnings.append(message)
+    return inferred
 
 
 def _shapes(inferred: Any) -> Dict[str, Tuple[Any, ...]]:
@@ -162,9 +185,27 @@ def _contrib(state: _State, inferred: Any, shapes: Dict[str, Tuple[Any, ...]]) -
             for index in reversed(stale):
                 del state.light.value_info[index]
             state.light.value_info.append(state.onnx.helper.make_tensor_value_info(name, elem, list(dims)))
+            state.contributed.add(name)
             shapes[name] = dims
             added = True
     return added
+
+
+def _stored(state: _State, shapes: Dict[str, Tuple[Any, ...]]) -> bool:
+    """Takes the file's stored shape of each tensor whose inferred dims are not all known, where the
+    stored one knows more of them; True if any was taken."""
+    taken = False
+    for name, value in list(state.stored.items()):
+        dims = value.type.tensor_type.shape.dim if value.type.tensor_type.HasField("shape") else []
+        known = sum(1 for d in dims if d.HasField("dim_value") and d.dim_value > 0)
+        current = shapes.get(name)
+        if not dims or (current is not None and (len(current) != len(dims)
+                                                 or sum(1 for d in current if d) >= known)):
+            continue
+        state.light.value_info.append(value)
+        del state.stored[name]
+        taken = True
+    return taken
 
 
 def _fold(state: _State, shapes: Dict[str, Tuple[Any, ...]]) -> bool:
@@ -369,7 +410,7 @@ def _inline(state: _State, body: Any, prefix: str, scope: Scope, at: int,
         copy = onnx.ValueInfoProto()
         copy.CopyFrom(value)
         copy.name = mapping.get(value.name, value.name)
-        state.light.value_info.append(copy)
+        state.stored[copy.name] = copy
     new_nodes = []
     for position, node in enumerate(body.node):
         copy = onnx.NodeProto()

@@ -212,3 +212,11 @@ def test_user_shapes_fill_an_input_stored_without_rank(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     assert static_profile(path).layers[0].macs is None  # rank unknown: nothing to count from
     assert static_profile(path, shapes={"x": [1, 8, 4, 4]}).layers[0].macs == 16 * 2 * 2 * 8 * 9
+
+
+def test_a_stale_stored_shape_never_overrides_the_inferred_one(tmp_path: Path) -> None:
+    path = conv_model(tmp_path / "m.onnx", [1, 8, 4, 4])
+    model = onnx.load(str(path))
+    model.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 99, 2, 2]))
+    onnx.save(model, str(path))
+    assert static_profile(path).layers[0].macs == 16 * 2 * 2 * 8 * 9

@@ -170,7 +170,8 @@ def _normalise(layer: Layer, options: Any, tensors: Dict[str, Tensor]) -> Dict[s
     elif kind == "recurrent":
         time_major = bool(getattr(options, "timeMajor", False))
         forget_weights = _shape(tensors, layer.inputs[2 if "LSTM" in op else 1])
-        attributes.update(cell="lstm" if "LSTM" in op else "rnn", matrix_inputs=MATRIX_INPUTS[op],
+        attributes.update(cell="lstm" if "LSTM" in op else "svdf" if op == "SVDF" else "rnn",
+                          matrix_inputs=MATRIX_INPUTS[op],
                           hidden_size=forget_weights[0] if forget_weights else None,
                           directions=2 if op.startswith("BIDIRECTIONAL") else 1,
                           time_axis=None if "SEQUENCE" not in op else 0 if time_major else 1,

@@ -29,6 +29,7 @@ MATRIX_INPUTS: Dict[str, Tuple[int, ...]] = {
     + tuple(range(40, 48)),
     "RNN": (1, 2), "UNIDIRECTIONAL_SEQUENCE_RNN": (1, 2),
     "BIDIRECTIONAL_SEQUENCE_RNN": (1, 2, 5, 6, 10, 11),
+    "SVDF": (1, 2),  # weights_feature [filters, input], weights_time [filters, memory]
 }
 
 # The cell-to-gate (peephole) weights of each LSTM direction, as the TFLite kernels number them.
@@ -52,6 +53,7 @@ OPS: Dict[str, Tuple[str, Roles]] = {
     "BIDIRECTIONAL_SEQUENCE_LSTM": ("recurrent", BIDIRECTIONAL_LSTM),
     "RNN": ("recurrent", RNN), "UNIDIRECTIONAL_SEQUENCE_RNN": ("recurrent", RNN),
     "BIDIRECTIONAL_SEQUENCE_RNN": ("recurrent", BIDIRECTIONAL_RNN),
+    "SVDF": ("recurrent", (DATA, WEIGHT, WEIGHT, BIAS, DATA)),
     "WHILE": ("control_flow", ()), "IF": ("control_flow", ()), "CALL_ONCE": ("control_flow", ()),
     "PRELU": ("prelu", (DATA, WEIGHT)),
     "CONCATENATION": ("data", ()), "PACK": ("data", ()), "SPLIT": ("data", (OPERAND, DATA)),

@@ -29,7 +29,7 @@ BINARY = frozenset({"add", "sub", "mul", "div", "pow", "max", "min", "mod", "com
 PER_ELEMENT = {"softmax": (5, 1), "batchnorm": (2, 1), "layernorm": (7, 3), "l2norm": (3, 2),
                "quantize": (5, 1), "dequantize": (2, 1)}
 # FLOPs and MULTs per hidden unit per time step of a recurrent cell, besides its matrix MACs.
-CELL = {"lstm": (30, 6), "gru": (23, 5), "rnn": (4, 0)}
+CELL = {"lstm": (30, 6), "gru": (23, 5), "rnn": (4, 0), "svdf": (0, 0)}
 PEEPHOLES = 3  # an LSTM with peepholes adds p ⊙ c to its input, forget and output gates: 3 multiply-adds
 # Reductions take (inputs - outputs) ops; then extra FLOPs per input and per output element, and
 # MULTs per input and per output element (a product's ops are all multiplications).

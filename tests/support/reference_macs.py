@@ -173,4 +173,9 @@ def tflite_reference(path: Path) -> Tuple[int, Dict[str, int]]:
             total += out * i[0][-1]
         elif name == "TRANSPOSE_CONV":  # weights [C_out, kh, kw, C_in], data is input 2
             total += _prod(i[2]) * _prod(i[1][:3])
+        elif name == "SVDF":  # batch × filters × (input + memory): the feature and time filters
+            total += i[0][0] * (_prod(i[1]) + _prod(i[2]))
+        elif name in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM"):  # steps × batch × 4 × (I + H) × H
+            hidden = i[2][0]
+            total += _prod(i[0][:-1]) * 4 * (i[0][-1] + i[6][-1]) * hidden
     return total, ops

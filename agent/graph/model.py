@@ -149,6 +149,21 @@ class Graph:
         return [resolve_role(layer.positions[i] if i < len(layer.positions) else None, self.tensor(name))
                 for i, name in enumerate(layer.inputs)]
 
+    def upstream_inputs(self, name: str) -> List[str]:
+        """The graph inputs whose values the tensor `name` is computed from, sorted."""
+        producers = self.producers()
+        found, pending, seen = set(), [name], set()
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current in self.inputs:
+                found.add(current)
+            if current in producers:
+                pending.extend(n for n in self.layers[producers[current]].inputs if n)
+        return sorted(found)
+
     def producers(self) -> Dict[str, int]:
         """For every tensor name that a layer writes, the index of that layer."""
         return {name: index for index, layer in enumerate(self.layers) for name in layer.outputs if name}

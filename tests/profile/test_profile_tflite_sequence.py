@@ -64,3 +64,60 @@ def test_svdf_counts_its_feature_and_time_filters(tmp_path: Path) -> None:
     profile = static_profile(path)
     assert profile.not_counted() == []
     assert profile.totals()["macs"] == reference == 3 * 16 * (40 + 10)
+
+
+def _fully_connected(b: TFLiteBuilder, x: int, units: int, name: str) -> int:
+    y = b.tensor(name, [1, units])
+    b.op("FULLY_CONNECTED", [x, b.tensor(f"{name}.w", [units, 8], constant=True), -1], [y],
+         b.options("FullyConnectedOptions"))
+    return y
+
+
+def _while(path: Path, limit: int, step: int) -> Path:
+    """for (i = 0; i < limit; i += step) x = FC(x)"""
+    main = TFLiteBuilder()
+    cond, body = TFLiteBuilder(main), TFLiteBuilder(main)
+    ci, cx = cond.tensor("i", [], "int32"), cond.tensor("x", [1, 8])
+    flag = cond.tensor("go", [], "bool")
+    cond.op("LESS", [ci, cond.tensor("limit", [], "int32", value=limit)], [flag])
+    bi, bx = body.tensor("i", [], "int32"), body.tensor("x", [1, 8])
+    bi_next = body.tensor("i_next", [], "int32")
+    body.op("ADD", [bi, body.tensor("step", [], "int32", value=step)], [bi_next], body.options("AddOptions"))
+    bx_next = _fully_connected(body, bx, 8, "x_next")
+    cond_index = main.attach(cond, [ci, cx], [flag], "cond")
+    body_index = main.attach(body, [bi, bx], [bi_next, bx_next], "body")
+    x, start = main.tensor("x", [1, 8]), main.tensor("start", [], "int32", value=0)
+    out_i, out_x = main.tensor("i_out", [], "int32"), main.tensor("x_out", [1, 8])
+    main.op("WHILE", [start, x], [out_i, out_x],
+            main.options("WhileOptions", condSubgraphIndex=cond_index, bodySubgraphIndex=body_index))
+    path.write_bytes(main.build([x], [out_x]))
+    return path
+
+
+def test_a_while_counter_loop_counts_its_body_once_per_trip(tmp_path: Path) -> None:
+    profile = static_profile(_while(tmp_path / "loop.tflite", limit=5, step=1))
+    (entry,) = profile.control_flow()
+    assert (entry["layer"], entry["mode"], entry["trips"]) == ("while_0", "repeated", 5)
+    assert profile.totals()["macs"] == 5 * 8 * 8 and profile.graph.warnings == []
+    assert "while_0/body/fully_connected_1" in [layer.name for layer in profile.graph.layers]
+    assert static_profile(_while(tmp_path / "odd.tflite", limit=7, step=3)).totals()["macs"] == 3 * 8 * 8
+
+
+def test_an_if_on_a_run_time_flag_counts_its_larger_branch(tmp_path: Path) -> None:
+    main = TFLiteBuilder()
+    then, other = TFLiteBuilder(main), TFLiteBuilder(main)
+    tx = then.tensor("x", [1, 8])
+    then_out = _fully_connected(then, _fully_connected(then, tx, 8, "h"), 8, "y")
+    ex = other.tensor("x", [1, 8])
+    else_out = _fully_connected(other, ex, 8, "y")
+    then_index = main.attach(then, [tx], [then_out], "then")
+    else_index = main.attach(other, [ex], [else_out], "else")
+    flag, x, y = main.tensor("flag", [], "bool"), main.tensor("x", [1, 8]), main.tensor("y", [1, 8])
+    main.op("IF", [flag, x], [y], main.options("IfOptions", thenSubgraphIndex=then_index,
+                                               elseSubgraphIndex=else_index))
+    path = tmp_path / "if.tflite"
+    path.write_bytes(main.build([flag, x], [y]))
+    profile = static_profile(path)
+    (entry,) = profile.control_flow()
+    assert entry["mode"] == "both" and entry["inputs"] == ["flag"] and entry["branch"] == "then_branch"
+    assert entry["branch_macs"] == {"then_branch": 128, "else_branch": 64} and profile.totals()["macs"] == 128

@@ -16,7 +16,7 @@ BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "int8":
 class TFLiteBuilder:
     """Accumulates tensors, buffers, op codes and operators of one subgraph; `build` gives the bytes."""
 
-    def __init__(self, parent: Optional["TFLiteBuilder"] = None) -> None:
+    def __init__(self, parent: Optional[TFLiteBuilder] = None) -> None:
         """A builder of the main subgraph; with `parent`, of another subgraph of the parent's file (for
         IF and WHILE), sharing its buffers and op codes."""
         from ai_edge_litert import schema_py_generated as schema
@@ -28,7 +28,7 @@ class TFLiteBuilder:
         self.codes: List[Tuple[int, int, Optional[str]]] = parent.codes if parent else []
         self.subgraphs: list = []
 
-    def attach(self, child: "TFLiteBuilder", inputs: Sequence[int], outputs: Sequence[int], name: str) -> int:
+    def attach(self, child: TFLiteBuilder, inputs: Sequence[int], outputs: Sequence[int], name: str) -> int:
         """Adds `child`'s tensors and operators as a subgraph of this file; returns its subgraph index."""
         subgraph = self.schema.SubGraphT()
         subgraph.tensors, subgraph.operators = child.tensors, child.operators

@@ -24,7 +24,7 @@ from agent.device.detect import DeviceSection
 from agent.device.peaks import Peaks, cached_entry, cached_peaks, store_peaks
 from agent.device.sysfs import SysfsReader
 from agent.errors import AgentError, UsageError, error_from
-from agent.graph.onnx_fold import FOLD_ELEMENTS
+from agent.graph.onnx_state import FOLD_ELEMENTS
 from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
 from agent.measure.inputs import input_value, load_npy

@@ -110,7 +110,14 @@ def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], value
         light.input.append(value)
         _set_input_dims(light.input[-1], shapes.get(value.name), warnings)
     light_model = onnx.helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
-    return expand(onnx, light_model, values, [v.name for v in inputs], warnings)
+    spare = onnx.ModelProto()
+    spare.CopyFrom(light_model)  # small: the weights are typed inputs in it, not data
+    try:
+        return expand(onnx, light_model, values, [v.name for v in inputs], warnings)
+    except Exception as error:  # a graph the fold does not handle: profiled from one round of inference
+        warnings.append(f"folding shapes and control flow failed ({error!r}); one round of ONNX shape "
+                        "inference is used")
+        return expand(onnx, spare, {}, [v.name for v in inputs], warnings, rounds=1)
 
 
 def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], warnings: List[str]) -> None:

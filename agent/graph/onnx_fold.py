@@ -24,7 +24,7 @@ from agent.graph.onnx_contrib import OUTPUT_TYPE_OF_INPUT, SAME_AS_INPUT, contri
 from agent.graph.onnx_control import inline_known, inline_unknown
 from agent.graph.onnx_state import FOLD_ELEMENTS, Scope, State, elements
 
-MAX_ROUNDS = 12
+MAX_ROUNDS = 32  # rounds end when nothing changes; real models need 1-6
 UNFOLDABLE = frozenset({"If", "Loop", "Scan", "SequenceMap", "RandomNormal", "RandomUniform",
                         "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "Constant"})
 
@@ -41,15 +41,17 @@ class Expanded:
 
 
 def expand(onnx: Any, light_model: Any, values: Dict[str, np.ndarray], inputs: Sequence[str],
-           warnings: List[str]) -> Expanded:
+           warnings: List[str], rounds: int = MAX_ROUNDS) -> Expanded:
     """Folds and inlines `light_model`'s graph (its nodes are copies, changed in place) to a fixpoint;
-    `values` are the given values of some of the model's `inputs`."""
+    `values` are the given values of some of the model's `inputs`; `rounds=1`: inference alone."""
     opset = next((o.version for o in light_model.opset_import if o.domain in ("", "ai.onnx")), 13)
     state = State(onnx, light_model.graph, values, opset)
     state.inputs = list(inputs)
     inferred = light_model.graph
-    for _ in range(MAX_ROUNDS):
+    for round_number in range(rounds):
         inferred = _infer(state, light_model, warnings)
+        if round_number == rounds - 1:
+            break
         shapes = _shapes(inferred)
         changed = _contrib(state, inferred, shapes)
         changed = _fold(state, shapes) or changed

@@ -220,3 +220,16 @@ def test_a_stale_stored_shape_never_overrides_the_inferred_one(tmp_path: Path) -
     model.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 99, 2, 2]))
     onnx.save(model, str(path))
     assert static_profile(path).layers[0].macs == 16 * 2 * 2 * 8 * 9
+
+
+def test_a_graph_the_fold_cannot_handle_is_profiled_from_one_round_of_inference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.graph.onnx_fold as fold
+
+    def broken(*args: object) -> bool:
+        raise ValueError("an If the fold does not handle")
+
+    monkeypatch.setattr(fold, "inline_known", broken)
+    profile = static_profile(conv_model(tmp_path / "m.onnx", [1, 8, 4, 4]))
+    assert profile.layers[0].macs == 16 * 2 * 2 * 8 * 9
+    assert any("folding shapes and control flow failed" in w and "an If" in w for w in profile.graph.warnings)

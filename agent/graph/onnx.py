@@ -106,9 +106,10 @@ def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], value
     if unknown:
         raise InputSpecError(f"shape given for {', '.join(unknown)}, but the model's inputs are "
                              f"{', '.join(v.name for v in inputs)}")
+    named = _named_dims(inputs, shapes)
     for value in inputs:
         light.input.append(value)
-        _set_input_dims(light.input[-1], shapes.get(value.name), warnings)
+        _set_input_dims(light.input[-1], shapes.get(value.name), named, warnings)
     light_model = onnx.helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
     spare = onnx.ModelProto()
     spare.CopyFrom(light_model)  # small: the weights are typed inputs in it, not data
@@ -120,8 +121,22 @@ def _infer_shapes(onnx: Any, model: Any, shapes: Dict[str, Sequence[int]], value
         return expand(onnx, spare, {}, [v.name for v in inputs], warnings, rounds=1)
 
 
-def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], warnings: List[str]) -> None:
-    """Writes the user's dims into a graph input, or 1 into a symbolic batch; warns about the rest."""
+def _named_dims(inputs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> Dict[str, int]:
+    """The size of each symbolic dim name that a given shape fixes (`batch`, `sequence`...), so the
+    other inputs that name it take the same size."""
+    named: Dict[str, int] = {}
+    for value in inputs:
+        given = shapes.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if given is not None and len(given) == len(dims):
+            named.update({dim.dim_param: int(size) for dim, size in zip(dims, given) if dim.dim_param})
+    return named
+
+
+def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], named: Dict[str, int],
+                    warnings: List[str]) -> None:
+    """Writes the user's dims into a graph input, a size another given input fixes for the same dim
+    name, or 1 into a symbolic batch; warns about the rest."""
     tensor_type = value.type.tensor_type
     if user_dims is not None and not tensor_type.HasField("shape"):  # rank not stored: take the user's
         for _ in user_dims:
@@ -138,7 +153,9 @@ def _set_input_dims(value: Any, user_dims: Optional[Sequence[int]], warnings: Li
         if dim.HasField("dim_value") and dim.dim_value > 0:
             continue
         label = dim.dim_param or "?"
-        if index == 0:
+        if dim.dim_param in named:
+            dim.dim_value = named[dim.dim_param]
+        elif index == 0:
             dim.dim_value = 1
             warnings.append(f"input {value.name}: symbolic batch dim '{label}' set to 1")
         else:

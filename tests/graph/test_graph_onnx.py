@@ -233,3 +233,18 @@ def test_a_graph_the_fold_cannot_handle_is_profiled_from_one_round_of_inference(
     profile = static_profile(conv_model(tmp_path / "m.onnx", [1, 8, 4, 4]))
     assert profile.layers[0].macs == 16 * 2 * 2 * 8 * 9
     assert any("folding shapes and control flow failed" in w and "an If" in w for w in profile.graph.warnings)
+
+
+def test_a_dim_name_a_given_shape_fixes_resolves_in_every_input_that_names_it(tmp_path: Path) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("MatMul", ["state", "w"], ["z"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
+              helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 8])]
+    graph = helper.make_graph(nodes, "named", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((8, 4), np.float32), "w")])
+    path = tmp_path / "named.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    profile = static_profile(path, shapes={"x": [3, 5, 8]})
+    assert [c.macs for c in profile.layers] == [3 * 5 * 4 * 8, 2 * 3 * 4 * 8]
+    assert not any("state" in w for w in profile.graph.warnings)

@@ -46,8 +46,14 @@ class _View:
         self._package = package
 
     def __getattr__(self, name: str) -> Any:
+        """The field `name`, read once (kept as an attribute, so the next read does not come here)."""
         if name.startswith("_"):
             raise AttributeError(name)
+        value = self._read(name)
+        setattr(self, name, value)
+        return value
+
+    def _read(self, name: str) -> Any:
         if name == "builtinOptions":
             return self._options()
         method = name[:1].upper() + name[1:]

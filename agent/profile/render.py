@@ -54,6 +54,9 @@ def why(row: Dict[str, Any]) -> str:
         text += f", {roof_text(row['roof_fraction'], row.get('peak_under_measured'))}"
     elif row.get("lower_bound_ms") is not None:
         text += f", >= {number(row['lower_bound_ms'])} ms"
+    if row.get("fast_algorithms"):
+        best = max(row["fast_algorithms"], key=lambda f: f["saved_mults"])
+        text += f"; {best['name']} saves {count(best['saved_mults'])} mults"
     if row.get("fused_layers"):
         text += " (+ " + ", ".join(short(n, 24) for n in row["fused_layers"][:3]) + \
             (", ..." if len(row["fused_layers"]) > 3 else "") + ")"
@@ -109,6 +112,7 @@ def summary(report: Report) -> List[str]:
                  f"params ({count(totals['param_bytes'], 'B')}), peak activations "
                  f"{count(totals['peak_activation_bytes'], 'B')}, {totals['layers']} layers, "
                  f"{totals['layers_not_counted']} not counted, {totals['unknown_ops']} unknown ops")
+    lines += control_flow_lines(section.get("control_flow") or [])
     whole = measured["whole_model"]
     if whole.get("p50_ms") is not None:
         lines.append(f"whole model: p50 {number(whole['p50_ms'])} ms, {number(whole['achieved_gflops'])} GFLOP/s, "
@@ -163,6 +167,21 @@ def _scaling(scaling: Optional[Dict[str, Any]]) -> List[str]:
     if fit:
         lines.append(f"Amdahl fit: serial fraction {number(fit['serial_fraction'])}, at most "
                      f"{number(fit['max_speedup'])}x with any number of threads")
+    return lines
+
+
+def control_flow_lines(entries: List[Dict[str, Any]]) -> List[str]:
+    """One line per If whose branch is known only at run time and whose branches differ in MACs (the
+    bound), and per loop body."""
+    lines = []
+    for entry in entries:
+        if entry["mode"] == "both" and len(set(entry["branch_macs"].values())) > 1:
+            sizes = ", ".join(f"{branch.split('_')[0]} {count(macs)}" for branch, macs in entry["branch_macs"].items())
+            lines.append(f"control flow: {short(entry['layer'], 40)}: both branches counted ({sizes} MACs), "
+                         f"the larger ({entry['branch'].split('_')[0]}) in the totals; {short(entry['reason'], 90)}")
+        elif entry["mode"] in ("repeated", "per_iteration"):
+            trips = f"x {entry['trips']} trips" if entry["trips"] else "once (trip count not known before run time)"
+            lines.append(f"control flow: {short(entry['layer'], 40)} body counted {trips}")
     return lines
 
 

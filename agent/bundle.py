@@ -269,3 +269,45 @@ def _split(root: Path, data: Dict[str, Any], name: str, verify: bool) -> Optiona
     fields = _Fields(data[name], f"data.{name}")
     path, digest = _checked(root, fields, f"data.{name}", verify)
     return DataSplit(path, digest, fields.get("samples", int))
+
+
+Split = Tuple[np.ndarray, Optional[np.ndarray]]
+
+
+def write_bundle(source: Bundle, target: Path, name: str, model: Path, provenance: Dict[str, Any],
+                 labels: Optional[List[str]] = None, splits: Optional[Dict[str, Split]] = None) -> Path:
+    """Write a bundle at `target` around the FP32 ONNX file `model` (already inside it): `source`'s manifest
+    (inputs, outputs, preprocessing, task), its labels and data splits copied, or `labels` and `splits`
+    (`{"calibration"|"evaluation": (x, y)}`) in their place; the first output's last dimension follows the
+    labels. Returns the manifest's path."""
+    manifest = json.loads((source.root / MANIFEST).read_text(encoding="utf-8"))
+    manifest.update(name=name, provenance=provenance,
+                    models=[{"format": "onnx", "precision": "fp32", "path": model.name,
+                             "sha256": sha256_file(model), "bytes": model.stat().st_size}])
+    names = labels if labels is not None else source.labels
+    if names is not None:
+        (target / "labels.txt").write_text("".join(f"{label}\n" for label in names), encoding="utf-8")
+        manifest["labels"] = "labels.txt"
+    if labels is not None:
+        manifest["outputs"][0]["shape"][-1] = len(labels)
+    data = {}
+    for role in ("calibration", "evaluation"):
+        split: Optional[DataSplit] = getattr(source, role)
+        if split is None:
+            continue
+        path = target / f"{role}.npz"
+        if splits is not None and role in splits:
+            x, y = splits[role]
+            if y is None:
+                np.savez(str(path), x=x)
+            else:
+                np.savez(str(path), x=x, y=y)
+        else:
+            path.write_bytes(split.path.read_bytes())
+        with np.load(str(path), allow_pickle=False) as stored:
+            samples = len(stored["x"])
+        data[role] = {"path": path.name, "sha256": sha256_file(path), "samples": samples}
+    manifest["data"] = data
+    path = target / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -109,7 +109,7 @@ def _section_inputs(report: Report, bundle: Bundle, settings: MeasureRequest,
     path = (trace or {}).get("model") or report.model["path"]
     shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
     if not shapes:  # the run failed before the worker resolved the inputs
-        shapes = _file_shapes(bundle, path, settings.shapes)
+        shapes = file_shapes(bundle, path, settings.shapes)
     return SectionInputs(path, shapes, trace, report.latency, _threads(report, settings), scaling.get(report.label),
                          report.backend.get("name"))
 
@@ -126,7 +126,7 @@ def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Option
     threads = request.threads or default_threads()
     reports = []
     for model in models:
-        shapes = _file_shapes(bundle, str(model.path), request.shapes)
+        shapes = file_shapes(bundle, str(model.path), request.shapes)
         runtime = next((b.name for b in BACKENDS.values() if model.format in b.formats
                         and (not request.backends or b.name in request.backends)), None)
         section = _section(str(model.path), shapes, None, None, threads, None, runtime, peaks)
@@ -161,7 +161,7 @@ def _section(path: str, shapes: Mapping[str, Sequence[int]], trace: Optional[Dic
     return profile_section(profile, trace, latency, peaks, threads, scaling, runtime)
 
 
-def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+def file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
     """`--shape` values keyed by the file's own input names: a bundle's manifest may name its inputs
     differently from the file; such names are matched by position, as the worker does."""
     if not shapes:

@@ -173,3 +173,21 @@ def test_a_model_with_nothing_to_factorise_says_so(tmp_path: Path) -> None:
     assert "no layer can be factorised" in result.stderr and "depthwise: grouped convolution (group 4, depthwise)" \
         in result.stderr
     assert not (tmp_path / "dw-lowrank.onnx").exists()
+
+
+def test_compare_prints_the_compression_table(digits: Path, tmp_path: Path) -> None:
+    """Top-1/Top-5, params and bytes at the stored precision to two significant figures with the ratio, FLOPs,
+    MULTs, the measured p50 and the speed-up, for the factorised model against its original."""
+    out = tmp_path / "small"
+    assert run_cli("compress", "lowrank", str(digits), "--energy", "0.9", "-o", str(out)).code == 0
+    quick = ["--backend", "onnxruntime", "--warmup", "2", "--iterations", "20", "--min-seconds", "0"]
+    table = run_cli("compare", str(digits), str(out), *quick)
+    assert table.code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    header = lines[3].split()
+    assert header == ["configuration", "model", "params", "param", "bytes", "MACs", "FLOPs", "MULTs", "p50", "ms",
+                      "top-1", "top-5"]
+    base, small, change = (line.split() for line in lines[4:7])
+    assert base[2:4] == ["94K", "380KB"] and base[4] == "fp32" and small[:3] == ["candidate", "37K", "150KB"]
+    assert change[:3] == ["change", "2.57x", "2.57x"] and change[6].endswith("x") and change[-1].endswith("pt")
+    assert all(cell.endswith("%") for cell in base[-2:] + small[-2:])

@@ -40,8 +40,9 @@ def side(report: Report) -> Dict[str, Any]:
                                "status": report.status, "error": report.error}
     try:
         shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
-        totals = static_profile(path, shapes).totals()
-        figures.update({key: totals[key] for key in STATIC}, param_dtypes=sorted(totals["params_by_dtype"]))
+        profile = static_profile(path, shapes)
+        totals = profile.totals()
+        figures.update({key: totals[key] for key in STATIC}, param_dtypes=sorted(profile.constants()[0]))
     except AgentError as exc:
         figures.update({key: None for key in STATIC}, param_dtypes=None, error=figures["error"] or {
             "type": type(exc).__name__, "message": str(exc)})

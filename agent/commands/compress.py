@@ -10,7 +10,7 @@ from agent.commands.args import positive_float, positive_int, word_list
 
 
 def register(commands: Any) -> None:
-    """Add `compress lowrank`."""
+    """Add `compress lowrank` and `compress subset`."""
     compress = commands.add_parser("compress", help="write a smaller model: low-rank factorisation, class subset")
     methods = compress.add_subparsers(dest="method", required=True, metavar="METHOD")
     lowrank = methods.add_parser("lowrank", help="factorise Gemm/MatMul (SVD) and Conv (Tucker-2 or spatial) layers")
@@ -30,6 +30,12 @@ def register(commands: Any) -> None:
                          help="factorise only these layers (default: every one that can be)")
     _common(lowrank)
     lowrank.set_defaults(handler=run_lowrank)
+    subset = methods.add_parser("subset", help="cut a classifier's final layer to the classes a deployment needs")
+    subset.add_argument("model", help="a bundle folder with an FP32 ONNX file, or a .onnx file")
+    subset.add_argument("--classes", type=word_list, action="extend", required=True, metavar="C[,C]",
+                        help="the classes to keep, in this order: labels of the bundle or class indices")
+    _common(subset)
+    subset.set_defaults(handler=run_subset)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +61,18 @@ def run_lowrank(args: argparse.Namespace) -> int:
     request.rule.check()
     document = lowrank(request)
     print(_text(document, args.json, render_lowrank))
+    return 0
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    """Cut the classifier, write the model, its labels and data; print what was kept."""
+    from agent.jobs.compress import SubsetRequest, render_subset
+    from agent.jobs.compress import run_subset as subset
+    from agent.measure.inputs import parse_shape_arg
+
+    document = subset(SubsetRequest(args.model, args.classes, args.output,
+                                    dict(parse_shape_arg(t) for t in args.shape), args.force))
+    print(_text(document, args.json, render_subset))
     return 0
 
 

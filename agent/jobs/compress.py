@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from agent import __version__
 from agent.bundle import Bundle, ModelFile, open_model, write_bundle
 from agent.compress.edit import OnnxModel
 from agent.compress.lowrank import Candidate, Skipped, candidates
 from agent.compress.ranks import Decision, RankRule, choose
 from agent.compress.rewrite import SUFFIX, LayerResult, apply
+from agent.compress.subset import cut, find_classifier, pick_classes
 from agent.errors import CompressError, UsageError
 from agent.graph.read import read_graph
 from agent.jobs.profile import file_shapes
@@ -159,6 +162,50 @@ def run_lowrank(request: LowRankRequest) -> Dict[str, Any]:
     return lowrank_document(request, source, skipped, results, energy, written)
 
 
+@dataclass
+class SubsetRequest:
+    """`edge-agent compress subset` as data: `classes` as given (labels or indices)."""
+
+    model: str
+    classes: List[str]
+    output: Optional[str] = None
+    shapes: Dict[str, List[int]] = field(default_factory=dict)
+    force: bool = False
+
+
+def run_subset(request: SubsetRequest) -> Dict[str, Any]:
+    """Cut the classifier of `request.model` to `request.classes`; its labels and data splits follow."""
+    source = open_source(request.model, request.shapes)
+    model = OnnxModel(source.file.path)
+    classifier = find_classifier(model)
+    keep = pick_classes(request.classes, source.bundle.labels, classifier.classes)
+    labels = source.bundle.labels or [str(i) for i in range(classifier.classes)]
+    cut(model, classifier, keep)
+    position = np.full(classifier.classes, -1, dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    splits = {}
+    for role in ("calibration", "evaluation"):
+        split = getattr(source.bundle, role)
+        if split is not None:
+            x, y = split.load()
+            if y is not None:  # the samples of the kept classes, labelled by their new class index
+                chosen = position[y] >= 0
+                x, y = x[chosen], position[y[chosen]]
+            splits[role] = (x, y)
+    target = target_path(source, request.output, "subset", request.force)
+    written = write_model(source, model, target, f"{source.bundle.name}-subset",
+                          f"classes {keep} of {request.model}, in that order",
+                          labels=[labels[i] for i in keep], splits=splits)
+    after = static_profile(written)
+    return {"schema": COMPRESS_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
+            "method": "subset", "model": request.model, "source_file": str(source.file.path),
+            "output": str(target), "file": str(written),
+            "classifier": classifier.node.name or classifier.node.output[0],
+            "classes": [{"index": i, "label": labels[i]} for i in keep],
+            "samples": {role: len(x) for role, (x, _) in splits.items()},
+            "totals": {"before": source.totals, "after": {key: after.totals()[key] for key in TOTALS}}}
+
+
 def _notes(request: LowRankRequest, energy: Optional[float]) -> str:
     rule = {k: v for k, v in dataclasses.asdict(request.rule).items() if v is not None}
     return (f"low-rank factorisation of {request.model} ({request.conv} for k x k convolutions), rule {rule}"
@@ -196,3 +243,16 @@ def render_lowrank(document: Dict[str, Any]) -> str:
                  f"({totals['param_compression']:.2f}x smaller), MACs {count(before['macs'])} -> "
                  f"{count(after['macs'])} ({100 * (totals['macs_ratio'] or 0):.1f}% of the original)")
     return "\n".join(lines)
+
+
+def render_subset(document: Dict[str, Any]) -> str:
+    """What was kept, and the model's parameters and MACs before and after."""
+    before, after = document["totals"]["before"], document["totals"]["after"]
+    classes = ", ".join(f"{c['index']} ({c['label']})" for c in document["classes"])
+    samples = ", ".join(f"{role} {n}" for role, n in document["samples"].items()) or "none"
+    return "\n".join([
+        f"compress subset: {document['model']} -> {document['output']}",
+        f"classifier {document['classifier']}: classes {classes}, in this order",
+        f"samples kept: {samples}",
+        f"model: params {count(before['params'])} -> {count(after['params'])}, MACs {count(before['macs'])} -> "
+        f"{count(after['macs'])}"])

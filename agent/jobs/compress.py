@@ -73,12 +73,12 @@ def open_source(model: str, shapes: Dict[str, List[int]]) -> Source:
     return Source(bundle, chosen, profile_graph(graph))
 
 
-def target_path(source: Source, output: Optional[str], suffix: str, force: bool) -> Path:
-    """Where the compressed model goes: `output`, else beside the model with `-<suffix>`; refused when it
-    exists, unless `force` (then it is replaced)."""
+def target_path(source: Source, output: Optional[str], suffix: str, force: bool, folder: bool = False) -> Path:
+    """Where the compressed model goes: `output`, else beside the model with `-<suffix>` (a `.onnx` file for a
+    plain file unless `folder`); refused when it exists, unless `force` (then it is replaced)."""
     plain = source.bundle.is_plain_file
-    default = (source.file.path.with_name(f"{source.file.path.stem}-{suffix}.onnx") if plain
-               else source.bundle.root.with_name(f"{source.bundle.root.name}-{suffix}"))
+    default = (source.file.path.with_name(f"{source.file.path.stem}-{suffix}" + ("" if folder else ".onnx"))
+               if plain else source.bundle.root.with_name(f"{source.bundle.root.name}-{suffix}"))
     target = Path(output) if output else default
     if target.resolve() in (source.bundle.root.resolve(), source.file.path.resolve()):
         raise UsageError(f"{target} is the model itself: give another --output")

@@ -281,32 +281,41 @@ def write_bundle(source: Bundle, target: Path, name: str, model: Path, provenanc
     (`{"calibration"|"evaluation": (x, y)}`) in their place; the first output's last dimension follows the
     labels. Returns the manifest's path."""
     manifest = json.loads((source.root / MANIFEST).read_text(encoding="utf-8"))
-    manifest.update(name=name, provenance=provenance,
-                    models=[{"format": "onnx", "precision": "fp32", "path": model.name,
-                             "sha256": sha256_file(model), "bytes": model.stat().st_size}])
     names = labels if labels is not None else source.labels
     if names is not None:
         (target / "labels.txt").write_text("".join(f"{label}\n" for label in names), encoding="utf-8")
         manifest["labels"] = "labels.txt"
     if labels is not None:
         manifest["outputs"][0]["shape"][-1] = len(labels)
-    data = {}
+    data = dict(splits or {})
     for role in ("calibration", "evaluation"):
         split: Optional[DataSplit] = getattr(source, role)
-        if split is None:
-            continue
+        if split is not None and role not in data:
+            data[role] = split.load()
+    return _write_manifest(target, dict(manifest, name=name, provenance=provenance), model, data)
+
+
+def new_bundle(target: Path, name: str, inputs: List[TensorSpec], outputs: List[TensorSpec], model: Path,
+               splits: Dict[str, Split], provenance: Dict[str, Any]) -> Path:
+    """Write the manifest of a bundle made on the device at `target` around the FP32 ONNX file `model` (already
+    inside it), with its data `splits`; returns the manifest's path."""
+    manifest = {"schema": BUNDLE_SCHEMA, "name": name, "task": "classification",
+                "inputs": [t.to_dict() for t in inputs],
+                "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outputs]}
+    return _write_manifest(target, dict(manifest, provenance=provenance), model, splits)
+
+
+def _write_manifest(target: Path, manifest: Dict[str, Any], model: Path, splits: Dict[str, Split]) -> Path:
+    manifest["models"] = [{"format": "onnx", "precision": "fp32", "path": model.name,
+                           "sha256": sha256_file(model), "bytes": model.stat().st_size}]
+    data = {}
+    for role, (x, y) in splits.items():
         path = target / f"{role}.npz"
-        if splits is not None and role in splits:
-            x, y = splits[role]
-            if y is None:
-                np.savez(str(path), x=x)
-            else:
-                np.savez(str(path), x=x, y=y)
+        if y is None:
+            np.savez(str(path), x=x)
         else:
-            path.write_bytes(split.path.read_bytes())
-        with np.load(str(path), allow_pickle=False) as stored:
-            samples = len(stored["x"])
-        data[role] = {"path": path.name, "sha256": sha256_file(path), "samples": samples}
+            np.savez(str(path), x=x, y=y)
+        data[role] = {"path": path.name, "sha256": sha256_file(path), "samples": len(x)}
     manifest["data"] = data
     path = target / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -105,7 +105,10 @@ class Candidate:
     def factors(self, ranks: Ranks) -> Factors:
         """The factor weights at `ranks`, applied first to last."""
         if self.form == "svd":
-            return matrix_factors(self.weight, ranks[0])
+            factors = matrix_factors(self.weight, ranks[0])
+            if self.op == "Conv":  # I x r and r x O as 1x1 kernels (r, I, 1, 1) and (O, r, 1, 1)
+                factors.arrays = [a.T[:, :, None, None] for a in factors.arrays]
+            return factors
         if self.form == "spatial":
             return spatial_factors(self.weight, ranks[0])
         return tucker2_factors(self.weight, ranks[0], ranks[1])

@@ -83,7 +83,11 @@ def test_energy_0_9_writes_a_smaller_model_every_tool_takes(digits: Path, tmp_pa
 
 
 def reconstructed(factors: List[np.ndarray], form: str) -> np.ndarray:
-    """The kernel the written factors multiply back to (Tucker-2: 1x1, core, 1x1; spatial: kx1, 1xk)."""
+    """The kernel the written factors multiply back to (Tucker-2: 1x1, core, 1x1; spatial: kx1, 1xk; a 1x1
+    conv's SVD: two 1x1)."""
+    if form == "svd":
+        first, second = factors
+        return (second[:, :, 0, 0] @ first[:, :, 0, 0])[:, :, None, None]
     if form == "spatial":
         vertical, horizontal = factors
         return np.einsum("kiy,okx->oiyx", vertical[:, :, :, 0], horizontal[:, :, 0, :])
@@ -91,30 +95,36 @@ def reconstructed(factors: List[np.ndarray], form: str) -> np.ndarray:
     return np.einsum("si,rsyx,or->oiyx", first[:, :, 0, 0], core, last[:, :, 0, 0])
 
 
-def strided_conv(path: Path) -> Path:
+OUT = {1: [2, 16, 6, 6], 3: [2, 16, 5, 4]}  # the output of strided_conv by kernel size
+
+
+def strided_conv(path: Path, size: int) -> Path:
     """One conv with stride 2, uneven pads and a dilation, 8 -> 16 channels, random weights."""
     rng = np.random.default_rng(0)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[3, 3], strides=[2, 2],
-                            pads=[0, 1, 1, 0], dilations=[1, 2])
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", kernel_shape=[size, size],
+                            strides=[2, 2], pads=[0, 1, 1, 0], dilations=[1, 2])
     graph = helper.make_graph([node], "strided",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 11, 11])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16, 5, 4])],
-                              [numpy_helper.from_array(rng.normal(size=(16, 8, 3, 3)).astype(np.float32), "w"),
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, OUT[size])],
+                              [numpy_helper.from_array(rng.normal(size=(16, 8, size, size)).astype(np.float32), "w"),
                                numpy_helper.from_array(rng.normal(size=16).astype(np.float32), "b")])
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     return path
 
 
-@pytest.mark.parametrize("form", ["tucker2", "spatial"])
+@pytest.mark.parametrize("form", ["tucker2", "spatial", "svd"])
 def test_the_factors_compute_what_their_product_kernel_computes(tmp_path: Path, form: str) -> None:
     """Strides, uneven pads, dilation and the order of the factors: the factorised model's output equals the
-    original conv run with the kernel the factors multiply back to."""
-    source = strided_conv(tmp_path / "conv.onnx")
+    original conv run with the kernel the factors multiply back to (`svd`: a 1x1 conv)."""
+    size = 1 if form == "svd" else 3
+    source = strided_conv(tmp_path / "conv.onnx", size)
     out = tmp_path / f"{form}.onnx"
-    result = run_cli("compress", "lowrank", str(source), "--rank", "4", "--conv", form, "-o", str(out), "--json")
+    result = run_cli("compress", "lowrank", str(source), "--rank", "4", "--conv", "tucker2" if form == "svd" else form,
+                     "-o", str(out), "--json")
     assert result.code == 0, result.stderr
     (row,) = result.json()["layers"]
-    assert row["status"] == "factorised" and row["ranks"] == ([4, 4] if form == "tucker2" else [4])
+    assert row["status"] == "factorised" and row["form"] == form
+    assert row["ranks"] == ([4, 4] if form == "tucker2" else [4])
     factors = [w for name, w in weights(out).items() if "/lowrank" in name]
     reference = onnx.load(str(source))
     kernel = reconstructed(factors, form).astype(np.float32)
@@ -122,7 +132,7 @@ def test_the_factors_compute_what_their_product_kernel_computes(tmp_path: Path, 
     (tmp_path / "reference.onnx").write_bytes(reference.SerializeToString())
     x = np.random.default_rng(1).normal(size=(2, 8, 11, 11)).astype(np.float32)
     expected, got = logits(tmp_path / "reference.onnx", x), logits(out, x)
-    assert got.shape == expected.shape == (2, 16, 5, 4)
+    assert list(got.shape) == list(expected.shape) == OUT[size]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     original = weights(source)["w"].astype(np.float64)
     error = np.linalg.norm(original - kernel) / np.linalg.norm(original)

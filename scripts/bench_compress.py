@@ -8,6 +8,7 @@ factorised p50, ONNX Runtime FP32, the median over `--rounds` rounds that altern
 a shared machine disturbs both sides alike).
 
     .venv/bin/python scripts/bench_compress.py [--rounds 3] [--seconds 0.5] [--models digits,mobilenet_v2]
+                                               [--conv tucker2|spatial]
 
 digits is measured at batch 1 and 64 (per-call overhead against work), the bundled MobileNetV2 (random
 weights: a flat spectrum, depthwise convs skipped) at batch 1.
@@ -28,12 +29,12 @@ sys.path.insert(0, str(ROOT))
 PLANS = {"digits": ((0.3, 0.5, 0.7, 0.9, 0.95, 0.99), (1, 64)), "mobilenet_v2": ((0.5, 0.7, 0.9), (1,))}
 
 
-def points(model: Path, energies: Sequence[float], folder: Path) -> List[Dict[str, Any]]:
-    """One factorised bundle per energy (`compress lowrank --energy E`), with its per-layer document."""
+def points(model: Path, energies: Sequence[float], folder: Path, conv: str) -> List[Dict[str, Any]]:
+    """One factorised bundle per energy (`compress lowrank --energy E --conv CONV`), with its per-layer document."""
     from agent.compress.ranks import RankRule, at_energy
     from agent.jobs.compress import LowRankRequest, analyse, factorise, lowrank_document
 
-    request = LowRankRequest(str(model), RankRule())
+    request = LowRankRequest(str(model), RankRule(), conv=conv)
     source, found, skipped = analyse(request)
     written = []
     for energy in energies:
@@ -67,11 +68,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.5, help="minimum seconds of each timed loop")
     parser.add_argument("--models", default=",".join(PLANS), help="bundled models to sweep")
+    parser.add_argument("--conv", default="tucker2", choices=("tucker2", "spatial"), help="the form of k x k convs")
     args = parser.parse_args()
     from agent.device.detect import device_section
 
     print(f"device: {device_section().info.summary}; ONNX Runtime FP32, default threads, median of "
-          f"{args.rounds} alternating rounds")
+          f"{args.rounds} alternating rounds; k x k convs: {args.conv}")
     header = ["model", "batch", "energy", "layers", "top-1", "params", "compression", "MACs left", "p50 ms",
               "orig ms", "speed-up"]
     rows = []
@@ -79,7 +81,7 @@ def main() -> int:
         for name in args.models.split(","):
             energies, batches = PLANS[name]
             model = ROOT / "models" / name
-            written = points(model, energies, Path(work) / name)
+            written = points(model, energies, Path(work) / name, args.conv)
             for batch in batches:
                 timed = measure([str(model)] + [p["output"] for p in written], batch, args.rounds, args.seconds)
                 base_ms, base_top1 = timed[str(model)]

@@ -94,7 +94,8 @@ def _verdict(report: Report) -> Optional[str]:
 
 def _ms(value: Optional[float], verdict: Optional[str]) -> str:
     """A p50, starred when its timed loop was judged unstable (docs/report.md, Stability)."""
-    return number(value) + ("*" if verdict == "unstable" else "")
+    text = "-" if value is None else f"{value:.0f}" if value >= 1000 else number(value)
+    return text + ("*" if verdict == "unstable" else "")
 
 
 def _p50(report: Report) -> float:

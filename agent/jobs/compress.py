@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent import __version__
-from agent.bundle import Bundle, ModelFile, open_model, write_bundle
+from agent.bundle import MANIFEST, Bundle, ModelFile, open_model, write_bundle
 from agent.compress.edit import OnnxModel
 from agent.compress.lowrank import Candidate, Skipped, candidates
 from agent.compress.ranks import Decision, RankRule, choose
@@ -56,6 +56,11 @@ class Source:
     bundle: Bundle
     file: ModelFile
     profile: Profile
+    shapes: Dict[str, List[int]] = field(default_factory=dict)  # `--shape`, by the file's own input names
+
+    def profile_of(self, written: Path) -> Profile:
+        """The static profile of a file written from this one, at the same input shapes."""
+        return static_profile(written, self.shapes)
 
     @property
     def totals(self) -> Dict[str, Any]:
@@ -69,8 +74,8 @@ def open_source(model: str, shapes: Dict[str, List[int]]) -> Source:
     chosen = next((m for m in bundle.models if m.format == "onnx" and m.precision == "fp32"), None)
     if chosen is None:
         raise UsageError(f"{model} has no FP32 ONNX file: compress works on ONNX models")
-    graph = read_graph(chosen.path, file_shapes(bundle, str(chosen.path), shapes))
-    return Source(bundle, chosen, profile_graph(graph))
+    own = file_shapes(bundle, str(chosen.path), shapes)
+    return Source(bundle, chosen, profile_graph(read_graph(chosen.path, own)), own)
 
 
 def target_path(source: Source, output: Optional[str], suffix: str, force: bool, folder: bool = False) -> Path:
@@ -85,10 +90,13 @@ def target_path(source: Source, output: Optional[str], suffix: str, force: bool,
     if target.exists():
         if not force:
             raise UsageError(f"{target} exists: --force to replace it")
-        if target.is_dir():
+        if target.is_dir() and any((target / name).is_file() for name in (MANIFEST, "sweep.json")):
             shutil.rmtree(target)
-        else:
+        elif target.is_file() and target.suffix == ".onnx":
             target.unlink()
+        else:
+            raise UsageError(f"{target} exists and is not a model bundle, sweep folder or .onnx file: "
+                             "--force replaces only those")
     return target
 
 
@@ -125,7 +133,7 @@ def factorise(source: Source, decisions: List[Decision], target: Path, notes: st
 def lowrank_document(request: LowRankRequest, source: Source, skipped: List[Skipped], results: List[LayerResult],
                      energy: Optional[float], written: Optional[Path]) -> Dict[str, Any]:
     """The report of one factorisation: per layer before/after (counted by the profiler in both files), totals."""
-    after = static_profile(written) if written else source.profile
+    after = source.profile_of(written) if written else source.profile
     before_layers = {c.name: c for c in source.profile.layers}
     grouped: Dict[str, List[Any]] = {}
     for cost in after.layers:
@@ -196,7 +204,7 @@ def run_subset(request: SubsetRequest) -> Dict[str, Any]:
     written = write_model(source, model, target, f"{source.bundle.name}-subset",
                           f"classes {keep} of {request.model}, in that order",
                           labels=[labels[i] for i in keep], splits=splits)
-    after = static_profile(written)
+    after = source.profile_of(written)
     return {"schema": COMPRESS_SCHEMA, "created": utc_now(), "agent": {"version": __version__},
             "method": "subset", "model": request.model, "source_file": str(source.file.path),
             "output": str(target), "file": str(written),

@@ -201,3 +201,18 @@ def test_compare_prints_the_compression_table(digits: Path, tmp_path: Path) -> N
     assert base[2:4] == ["94K", "380KB"] and base[4] == "fp32" and small[:3] == ["candidate", "37K", "150KB"]
     assert change[:3] == ["change", "2.57x", "2.57x"] and change[6].endswith("x") and change[-1].endswith("pt")
     assert all(cell.endswith("%") for cell in base[-2:] + small[-2:])
+
+
+def test_force_replaces_only_what_compress_writes(digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    assert run_cli("compress", "lowrank", str(digits), "--energy", "0.9", "-o", str(out)).code == 0
+    again = run_cli("compress", "lowrank", str(digits), "--energy", "0.7", "-o", str(out))
+    assert again.code == 2 and "exists: --force to replace it" in again.stderr
+    forced = run_cli("compress", "lowrank", str(digits), "--energy", "0.7", "-o", str(out), "--force", "--json")
+    assert forced.code == 0 and forced.json()["energy"] == 0.7
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    refused = run_cli("compress", "lowrank", str(digits), "--energy", "0.7", "-o", str(other), "--force")
+    assert refused.code == 2 and "--force replaces only those" in refused.stderr
+    assert (other / "keep.txt").read_text() == "mine"

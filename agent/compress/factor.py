@@ -82,8 +82,8 @@ def tucker2_factors(kernel: np.ndarray, out_rank: int, in_rank: int) -> Factors:
         u_out = np.eye(out_channels)
     if in_rank == in_channels:
         u_in = np.eye(in_channels)
-    core = np.einsum("oiyx,or,is->rsyx", wide, u_out, u_in)
-    kept, error = _closeness(kernel, np.einsum("rsyx,or,is->oiyx", core, u_out, u_in))
+    core = np.einsum("oiyx,or,is->rsyx", wide, u_out, u_in, optimize=True)
+    kept, error = _closeness(kernel, np.einsum("rsyx,or,is->oiyx", core, u_out, u_in, optimize=True))
     arrays: List[Optional[np.ndarray]] = [
         None if in_rank == in_channels else u_in.T[:, :, None, None], core,
         None if out_rank == out_channels else u_out[:, :, None, None]]

@@ -248,7 +248,7 @@ def render_lowrank(document: Dict[str, Any]) -> str:
     lines += [f"skipped {s['name']} ({s['op']}): {s['reason']}" for s in document["skipped"]]
     before, after = totals["before"], totals["after"]
     lines.append(f"model: params {count(before['params'])} -> {count(after['params'])} "
-                 f"({totals['param_compression']:.2f}x smaller), MACs {count(before['macs'])} -> "
+                 f"(compression {totals['param_compression']:.2f}x), MACs {count(before['macs'])} -> "
                  f"{count(after['macs'])} ({100 * (totals['macs_ratio'] or 0):.1f}% of the original)")
     return "\n".join(lines)
 

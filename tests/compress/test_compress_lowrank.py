@@ -216,3 +216,15 @@ def test_force_replaces_only_what_compress_writes(digits: Path, tmp_path: Path) 
     refused = run_cli("compress", "lowrank", str(digits), "--energy", "0.7", "-o", str(other), "--force")
     assert refused.code == 2 and "--force replaces only those" in refused.stderr
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_tucker2_of_a_wide_kernel_is_an_orthogonal_projection() -> None:
+    """A ResNet-sized 3x3 kernel (256 -> 256) at ranks 128x96: kept energy and error add up, the factors have
+    the shapes of the three convs, and it takes well under a second (contracted pairwise, not as one loop)."""
+    from agent.compress.factor import tucker2_factors
+
+    kernel = np.random.default_rng(0).normal(size=(256, 256, 3, 3)).astype(np.float32)
+    factors = tucker2_factors(kernel, 128, 96)
+    assert [a.shape for a in factors.arrays] == [(96, 256, 1, 1), (128, 96, 3, 3), (256, 128, 1, 1)]
+    assert factors.kept_energy + factors.relative_error ** 2 == pytest.approx(1.0, abs=1e-6)
+    assert 0.1 < factors.kept_energy < 0.5  # a random kernel's flat spectrum

@@ -114,7 +114,7 @@ def _section_inputs(report: Report, bundle: Bundle, settings: MeasureRequest,
     path = (trace or {}).get("model") or report.model["path"]
     shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
     if not shapes:  # the run failed before the worker resolved the inputs
-        shapes = _file_shapes(bundle, path, settings.shapes)
+        shapes = file_shapes(bundle, path, settings.shapes)
     return SectionInputs(path, shapes, _file_values(bundle, path, settings.inputs), trace, report.latency,
                          _threads(report, settings), scaling.get(report.label), report.backend.get("name"))
 
@@ -131,7 +131,7 @@ def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Option
     threads = request.threads or default_threads()
     reports = []
     for model in models:
-        shapes = _file_shapes(bundle, str(model.path), request.shapes)
+        shapes = file_shapes(bundle, str(model.path), request.shapes)
         values = _file_values(bundle, str(model.path), request.inputs)
         runtime = next((b.name for b in BACKENDS.values() if model.format in b.formats
                         and (not request.backends or b.name in request.backends)), None)
@@ -187,7 +187,7 @@ def _file_names(bundle: Bundle, path: str, names: Sequence[str]) -> Dict[str, st
     return {name: aliases.get(name, name) for name in names}
 
 
-def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+def file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
     """`--shape` values keyed by the file's own input names."""
     names = _file_names(bundle, path, list(shapes))
     return {names[name]: list(dims) for name, dims in shapes.items()}

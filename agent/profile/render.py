@@ -9,6 +9,7 @@ the roofline bound its measured time reaches (100% = as fast as the board allows
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.report import Report, percent, report_runtime
@@ -25,6 +26,20 @@ def count(value: Optional[float], unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f}{prefix}{unit}"
     return f"{value:.0f}{unit}"
+
+
+def significant(value: Optional[float], unit: str = "", digits: int = 2) -> str:
+    """A count rounded to `digits` significant figures, with an SI prefix: 94K, 380KB, 4.2M; `-` for None."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return f"0{unit}"
+    rounded = float(f"{value:.{digits}g}")
+    scale, prefix = next(((s, p) for s, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")) if abs(rounded) >= s),
+                         (1.0, ""))
+    mantissa = rounded / scale
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(mantissa)))))
+    return f"{mantissa:.{decimals}f}{prefix}{unit}"
 
 
 def number(value: Optional[float], digits: int = 3) -> str:

@@ -269,3 +269,54 @@ def _split(root: Path, data: Dict[str, Any], name: str, verify: bool) -> Optiona
     fields = _Fields(data[name], f"data.{name}")
     path, digest = _checked(root, fields, f"data.{name}", verify)
     return DataSplit(path, digest, fields.get("samples", int))
+
+
+Split = Tuple[np.ndarray, Optional[np.ndarray]]
+
+
+def write_bundle(source: Bundle, target: Path, name: str, model: Path, provenance: Dict[str, Any],
+                 labels: Optional[List[str]] = None, splits: Optional[Dict[str, Split]] = None) -> Path:
+    """Write a bundle at `target` around the FP32 ONNX file `model` (already inside it): `source`'s manifest
+    (inputs, outputs, preprocessing, task), its labels and data splits copied, or `labels` and `splits`
+    (`{"calibration"|"evaluation": (x, y)}`) in their place; the first output's last dimension follows the
+    labels. Returns the manifest's path."""
+    manifest = json.loads((source.root / MANIFEST).read_text(encoding="utf-8"))
+    names = labels if labels is not None else source.labels
+    if names is not None:
+        (target / "labels.txt").write_text("".join(f"{label}\n" for label in names), encoding="utf-8")
+        manifest["labels"] = "labels.txt"
+    if labels is not None:
+        manifest["outputs"][0]["shape"][-1] = len(labels)
+    data = dict(splits or {})
+    for role in ("calibration", "evaluation"):
+        split: Optional[DataSplit] = getattr(source, role)
+        if split is not None and role not in data:
+            data[role] = split.load()
+    return _write_manifest(target, dict(manifest, name=name, provenance=provenance), model, data)
+
+
+def new_bundle(target: Path, name: str, inputs: List[TensorSpec], outputs: List[TensorSpec], model: Path,
+               splits: Dict[str, Split], provenance: Dict[str, Any]) -> Path:
+    """Write the manifest of a bundle made on the device at `target` around the FP32 ONNX file `model` (already
+    inside it), with its data `splits`; returns the manifest's path."""
+    manifest = {"schema": BUNDLE_SCHEMA, "name": name, "task": "classification",
+                "inputs": [t.to_dict() for t in inputs],
+                "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outputs]}
+    return _write_manifest(target, dict(manifest, provenance=provenance), model, splits)
+
+
+def _write_manifest(target: Path, manifest: Dict[str, Any], model: Path, splits: Dict[str, Split]) -> Path:
+    manifest["models"] = [{"format": "onnx", "precision": "fp32", "path": model.name,
+                           "sha256": sha256_file(model), "bytes": model.stat().st_size}]
+    data = {}
+    for role, (x, y) in splits.items():
+        path = target / f"{role}.npz"
+        if y is None:
+            np.savez(str(path), x=x)
+        else:
+            np.savez(str(path), x=x, y=y)
+        data[role] = {"path": path.name, "sha256": sha256_file(path), "samples": len(x)}
+    manifest["data"] = data
+    path = target / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -11,11 +11,11 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from agent import __version__
-from agent.commands import compare, coordinator, fleet, info, measure, peaks, profile, run, select
+from agent.commands import compare, compress, coordinator, fleet, info, measure, peaks, profile, run, select, zoo
 from agent.errors import AgentError
 
 # The subcommands, in the order `edge-agent --help` lists them.
-COMMANDS = (info, measure, select, profile, compare, peaks, run, fleet, coordinator)
+COMMANDS = (info, measure, select, profile, compare, compress, zoo, peaks, run, fleet, coordinator)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -18,6 +18,7 @@ problem apart, never a traceback, and a failed job names the same problem over M
     │   ├── WorkerCrashedError    8  worker_crashed       one killed by a signal we did not send (segfault, abort)
     │   └── MemoryLimitError      8  memory_limit         an allocation over the memory limit (the limit, the size)
     ├── ProfileError              9  profile_failed       a model graph that cannot be read for profiling
+    ├── CompressError            10  compress_failed      a model with nothing `compress` can make smaller
     ├── ConfigError               2  failed               a setting in agent.toml or EDGE_AGENT_* missing or wrong
     ├── ProtocolError             1  (own)                a command that breaks protocol v1: each names its code
     │   └── JobError              1  (own)                a fleet job the coordinator cannot make (unknown_board, ...)
@@ -114,6 +115,13 @@ class ProfileError(AgentError):
 
     exit_code = 9
     code = "profile_failed"
+
+
+class CompressError(AgentError):
+    """A model in which `compress` finds nothing to make smaller (no factorisable layer, no classifier to cut)."""
+
+    exit_code = 10
+    code = "compress_failed"
 
 
 class ConfigError(AgentError):

@@ -15,6 +15,7 @@ from typing import List
 from agent.errors import ModelFormatError
 
 FORMATS = ("onnx", "tflite")
+SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".lite": "tflite"}
 
 # Field indices of the TFLite schema's tables (schema.fbs), counted as the flatbuffer vtable does.
 _MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = 1, 2, 3, 4
@@ -25,21 +26,24 @@ _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
 
 def model_format(path: Path) -> str:
-    """The format of a model file (`onnx` or `tflite`), or `ModelFormatError` naming what is wrong."""
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in FORMATS:
-        raise ModelFormatError(f"{path} is not a model: expected a .onnx or .tflite file or a bundle folder")
-    data = path.read_bytes() if suffix == "tflite" else _head(path)
-    if suffix == "tflite":
+    """The format of a model file (`onnx` or `tflite`), from TFLite's identifier in its header or its
+    suffix (`.onnx`; `.tflite`, `.lite`), or `ModelFormatError` naming what is wrong."""
+    head = _head(path)
+    suffix = SUFFIXES.get(path.suffix.lower())
+    if head[4:8] == b"TFL3" or suffix == "tflite":
+        data = path.read_bytes()
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelFormatError(f"{path} is not a TFLite model (no TFL3 identifier in its header)")
         try:
             _check_tflite(_Flatbuffer(data))
         except _OutOfBounds as exc:
             raise ModelFormatError(f"{path} is truncated or corrupt: {exc}") from None
-    elif not data or data[0] != 0x08:
+        return "tflite"
+    if suffix != "onnx":
+        raise ModelFormatError(f"{path} is not a model: neither a .onnx nor a .tflite file (nor a bundle folder)")
+    if not head or head[0] != 0x08:
         raise ModelFormatError(f"{path} is not an ONNX model (it does not start with a ModelProto)")
-    return suffix
+    return "onnx"
 
 
 def _head(path: Path) -> bytes:

@@ -157,7 +157,7 @@ _IDENTITY = (
     Column("version", "version", lambda r: report_runtime(r), _text),
     Column("format", "format", lambda r: r.model.get("format"), _text),
     Column("prec", "precision", lambda r: r.model.get("precision"), _text),
-    Column("thr", "threads", lambda r: _threads(r), _text),
+    Column("thr", "threads", lambda r: threads_of(r), _text),
 )
 SUMMARY_COLUMNS = _IDENTITY + (
     Column("load ms", "load_ms", _latency("load_ms")),
@@ -254,7 +254,7 @@ def times_json(reports: Sequence[Report]) -> str:
                     for number, start, latency in zip(times["round"], times["start_ms"], times["latency_ms"])]
             exported.append({"configuration": report.label, "model": report.model.get("name"),
                              "backend": report.backend["name"], "version": report.backend.get("version"),
-                             "precision": report.model.get("precision"), "threads": _threads(report),
+                             "precision": report.model.get("precision"), "threads": threads_of(report),
                              "batch": times["batch"], "runs": runs})
     return json.dumps(exported, allow_nan=False)
 
@@ -272,7 +272,8 @@ def report_runtime(report: Report) -> str:
     return runtime_label(report.backend.get("version"), (report.backend.get("configuration") or {}).get("package"))
 
 
-def _threads(report: Report) -> Any:
+def threads_of(report: Report) -> Any:
+    """The threads a report's runtime ran with (TensorRT/TFLite `threads`, ONNX Runtime's intra-op); `-` unknown."""
     config = report.backend.get("configuration") or {}
     return config.get("threads", config.get("intra_op_threads", "-"))
 

@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -30,20 +29,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fleet_fill  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from support.broker import free_port  # noqa: E402
 from support.postgres import PostgresServer  # noqa: E402
 
 from agent.fleet import jobs, queries  # noqa: E402
-from agent.fleet.api import make_app  # noqa: E402
 from agent.fleet.dashboard import views  # noqa: E402
-from agent.fleet.dashboard.pages import add_dashboard  # noqa: E402
-from agent.fleet.sessions import COOKIE, Sessions  # noqa: E402
-from agent.fleet.settings import ApiSettings, ApiToken, JobSettings, hash_token  # noqa: E402
+from agent.fleet.settings import JobSettings  # noqa: E402
 from agent.fleet.store.database import Store, open_store  # noqa: E402
 from agent.fleet.store.models import Alert, Measurement  # noqa: E402
 
 TARGET_MS = 300.0
-TOKEN = "bench-operator-token"
 
 
 def main() -> int:
@@ -74,7 +68,7 @@ def main() -> int:
                                           datetime.now(timezone.utc), "bench")
                 print(f"{kind}: {args.boards} boards, {args.results} results, {args.boards * args.telemetry} "
                       f"telemetry samples written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-                with _served(store) as (base, cookie):
+                with fleet_fill.serve_dashboard(store) as (base, cookie):
                     for page in _pages(store, devices, view.id):
                         times, size = _time(base + page, cookie, args.requests)
                         rows.append((kind, page, statistics.median(times), max(times), size))
@@ -113,27 +107,6 @@ def _alerts(store: Store, count: int) -> None:
                 backend=measurement.backend, precision=measurement.precision, threads=measurement.threads,
                 runtime_version=measurement.runtime_version, value=value, baseline=value / 1.5, baseline_count=5,
                 limit=value / 1.3, message="p50 is 50% above the baseline median (made for the page-time benchmark)"))
-
-
-@contextlib.contextmanager
-def _served(store: Store) -> Iterator[Tuple[str, str]]:
-    import uvicorn
-
-    tokens = (ApiToken("bench", "operator", hash_token(TOKEN)),)
-    sessions = Sessions(tokens, b"bench-dashboard-session-key-0123456789", 3600)
-    app = make_app(store, ApiSettings(tokens=tokens), sessions=sessions)
-    add_dashboard(app, store, sessions)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}", f"{COOKIE}={sessions.open(TOKEN)}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _pages(store: Store, devices: List[str], job_id: str) -> List[str]:

@@ -10,20 +10,28 @@ fleet that speaks the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from sqlalchemy import insert
 
+from agent.fleet.api import make_app
+from agent.fleet.dashboard.pages import add_dashboard
 from agent.fleet.reports import measurements
+from agent.fleet.sessions import COOKIE, Sessions
+from agent.fleet.settings import ApiSettings, ApiToken, hash_token
 from agent.fleet.store import latest
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import Board, BoardRuntime, Measurement, StoredResult, TelemetrySample
@@ -147,3 +155,28 @@ def _write(store: Store, batch: List[Dict[str, Any]]) -> None:
         session.add_all(rows)
         session.flush()
         latest.record(session, [measurement for row in rows for measurement in row.measurements])
+
+
+@contextlib.contextmanager
+def serve_dashboard(store: Store, token: str = "made-up-fleet-operator") -> Iterator[Tuple[str, str]]:
+    """The API and the dashboard over `store` on a free 127.0.0.1 port (a real uvicorn on a thread): its base
+    URL and the Cookie header of a logged-in operator session (`token` also logs in through the form)."""
+    import uvicorn
+
+    tokens = (ApiToken("made-up", "operator", hash_token(token)),)
+    sessions = Sessions(tokens, b"made-up-fleet-session-key-0123456789", 3600)
+    app = make_app(store, ApiSettings(tokens=tokens), sessions=sessions)
+    add_dashboard(app, store, sessions)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", f"{COOKIE}={sessions.open(token)}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -29,7 +29,7 @@ LAYERS: Sequence[Sequence[str]] = (
     ("mqtt",),
     ("config",),
     ("jobs",),
-    ("selection",),
+    ("selection", "compress", "zoo"),
     ("measure",),
     ("profile",),
     ("backends",),

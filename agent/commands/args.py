@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent.errors import UsageError
 
 
+def _positive(kind: Callable[[str], Any], text: str, what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
+    return int(_positive(int, text, "a positive integer"))
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above zero."""
+    return float(_positive(float, text, "a positive number"))
 
 
 def seconds(text: str) -> float:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from agent.commands.args import int_list, pairs, positive_int, seconds, word_list
 from agent.errors import AgentError, error_from
@@ -29,8 +30,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, latency: bool) -> None:
                         help="a backend option, e.g. xnnpack=off or graph_optimization=basic")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
                         help="fix a dynamic input's shape")
-    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                        help="feed this array to the named input instead of generated data")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|VALUE",
+                        help="feed this array, or this number (e.g. sr=16000), to the named input instead "
+                             "of generated data; the profile folds the control flow it steers")
     parser.add_argument("--batch", type=int_list, default=[1], metavar="N[,N]",
                         help="batch size(s) for a model whose batch dimension is dynamic (default 1)")
     parser.add_argument("--eval-limit", type=positive_int, metavar="N",
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.export_times).write_text(report.times_json(reports) + "\n", encoding="utf-8")
     render = report.to_json if args.json else report.to_csv if args.csv else report.render_table
     print(render(reports))
+    print_failures([failure(r) for r in failed])
     return failure(failed[0]).exit_code if failed else 0
 
 
@@ -123,6 +126,13 @@ def chosen(request: Any, progress: Any) -> Any:
     if request.backends != ["auto"]:
         raise UsageError("--backend auto runs the chosen configuration alone: give no other backend")
     return apply_choice(request, stored_or_select(request.model, progress=progress))
+
+
+def print_failures(errors: Sequence[AgentError]) -> None:
+    """Each failure of a run that still printed its reports as one line on stderr (JSON or not), as
+    `cli.main` prints an error that stops a command."""
+    for error in errors:
+        print(f"edge-agent: error: {error}", file=sys.stderr)
 
 
 def failure(failed: Any) -> AgentError:

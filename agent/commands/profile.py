@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands.args import int_list, positive_int
-from agent.commands.measure import add_model_arguments, measure_request
+from agent.commands.measure import add_model_arguments, measure_request, print_failures
 
 
 def register(commands: Any) -> None:
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
         reports = profile_job.run_profile(request, device_section(), progress.start, progress.update)
     finally:
         progress.close()
-    failure = profile_job.profile_failure(reports)
+    failures = profile_job.profile_failures(reports)
     if not any("layers" in (r.profile or {}) for r in reports):
-        raise failure or AgentError("nothing could be profiled")
+        raise failures[0] if failures else AgentError("nothing could be profiled")
     if args.output:
         Path(args.output).write_text(report.to_json(reports) + "\n", encoding="utf-8")
     if args.export_profile:
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         for path in write_plots(reports, Path(args.plot)):
             print(f"wrote {path}", file=sys.stderr)
     print(report.to_json(reports) if args.json else render_profiles(reports, args.top))
-    return failure.exit_code if failure else 0
+    print_failures(failures)
+    return failures[0].exit_code if failures else 0
 
 
 def export_profiles(reports: Any, path: Path) -> None:

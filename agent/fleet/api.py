@@ -159,6 +159,8 @@ def make_app(store: Store, api: ApiSettings, dispatch: Optional[Dispatch] = None
         found = regressions.move_alert(store, alert_id, state)
         if found is None:
             raise ApiError(404, "unknown_alert", f"unknown alert {alert_id}")
+        if found.state != state:
+            raise ApiError(409, "conflict", f"alert {alert_id} is {found.state}: it cannot be {state}")
         return found.to_dict()
 
     @app.post("/api/v1/alerts/{alert_id}/ack", summary="Acknowledge an open alert (operator)")

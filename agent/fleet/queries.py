@@ -140,7 +140,7 @@ def list_results(store: Store, device_id: Optional[str] = None, model_sha256: Op
                                                 .where(Measurement.model_sha256 == model_sha256)))
     query = query.order_by(StoredResult.ts.desc(), StoredResult.id.desc()).limit(limit)
     with store.session() as session:
-        return [_result_view(row, with_payload=False) for row in session.scalars(query)]
+        return [result_view(row, with_payload=False) for row in session.scalars(query)]
 
 
 def get_result(store: Store, device_id: str, command_id: str) -> Optional[ResultView]:
@@ -149,10 +149,11 @@ def get_result(store: Store, device_id: str, command_id: str) -> Optional[Result
              .options(selectinload(StoredResult.measurements)))
     with store.session() as session:
         row = session.scalars(query).first()
-        return None if row is None else _result_view(row, with_payload=True)
+        return None if row is None else result_view(row, with_payload=True)
 
 
-def _result_view(row: StoredResult, with_payload: bool) -> ResultView:
+def result_view(row: StoredResult, with_payload: bool) -> ResultView:
+    """A stored result (its measurements loaded) as a `ResultView`, with its payload or without."""
     measured = [Measured(**{item.name: getattr(measurement, item.name) for item in fields(Measured)})
                 for measurement in row.measurements]
     return ResultView(row.device_id, row.command_id, row.cmd, row.status, row.code, row.ts, row.received_at, measured,
@@ -168,9 +169,10 @@ def known_model(store: Store, model_sha256: str) -> bool:
 
 @dataclass(frozen=True)
 class SelectedConfiguration:
-    """What a board's newest `select` of a model chose (from its stored select result)."""
+    """What a board's newest `select` of a model chose (from its stored select result `command_id`)."""
 
     device_id: str
+    command_id: str
     ts: datetime
     backend: Optional[str]
     precision: Optional[str]
@@ -197,9 +199,9 @@ def selected_configurations(store: Store, model_sha256: str, scan: int = 1000) -
             if not isinstance(models, dict) or model_sha256 not in models.values() or not isinstance(choice, dict):
                 continue
             chosen[row.device_id] = SelectedConfiguration(
-                row.device_id, row.ts, text(choice.get("backend"), 32), text(choice.get("precision"), 16),
-                integer(choice.get("threads")), text(choice.get("model"), 64), number(choice.get("p50_ms")),
-                number(choice.get("top1")), text(choice.get("stability"), 16))
+                row.device_id, row.command_id, row.ts, text(choice.get("backend"), 32),
+                text(choice.get("precision"), 16), integer(choice.get("threads")), text(choice.get("model"), 64),
+                number(choice.get("p50_ms")), number(choice.get("top1")), text(choice.get("stability"), 16))
     return sorted(chosen.values(), key=lambda item: item.device_id)
 
 

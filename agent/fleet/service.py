@@ -160,7 +160,8 @@ class CoordinatorService:
     def _serve_api(self) -> None:
         api, dashboard = self.config.api, self.config.dashboard
         sessions = Sessions(api.tokens, session_key(dashboard.secret_file), dashboard.session_hours * 3600)
-        app = make_app(self.store, api, dispatch=self.dispatch, metrics=self._metrics, sessions=sessions)
+        app = make_app(self.store, api, dispatch=self.dispatch, metrics=self._metrics,
+                       sessions=sessions if dashboard.enabled else None)
         if dashboard.enabled:
             add_dashboard(app, self.store, sessions, self.dispatch, dashboard.secure_cookie)
         self._server = uvicorn.Server(uvicorn.Config(app, host=api.host, port=api.port, log_level="warning",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from agent.errors import ConfigError
 from agent.fleet.settings import ApiToken, hash_token
 
 COOKIE = "edge_session"
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,13 @@ class Sessions:
         self.tokens = {token.name: token for token in tokens}
         self.key = key
         self.lifetime_s = lifetime_s
+        self.revoked: Dict[str, float] = {}  # nonce -> when its session would have expired
 
     def open(self, presented: str, now: Optional[float] = None) -> Optional[str]:
         """The cookie value for a session of the token `presented`, or None when no configured token matches."""
-        digest = hash_token(presented.strip())
+        digest = hash_token(presented.strip()).encode()
         for token in self.tokens.values():
-            if hmac.compare_digest(token.sha256, digest):
+            if hmac.compare_digest(token.sha256.encode(), digest):
                 expires = int((time.time() if now is None else now) + self.lifetime_s)
                 nonce = secrets.token_urlsafe(16)
                 return f"{token.name}:{expires}:{nonce}:{self._mac(token, expires, nonce)}"
@@ -56,16 +59,27 @@ class Sessions:
     def check(self, cookie: Optional[str], now: Optional[float] = None) -> Optional[Login]:
         """The session a cookie stands for, or None (absent, forged, expired, or its token no longer configured)."""
         parts = (cookie or "").split(":")
-        if len(parts) != 4 or not parts[1].isdigit():
+        if len(parts) != 4 or not _DIGITS.fullmatch(parts[1]):
             return None
         name, expires_text, nonce, mac = parts
         token = self.tokens.get(name)
         expires = int(expires_text)
-        if token is None or not hmac.compare_digest(mac, self._mac(token, expires, nonce)):
+        if token is None or not hmac.compare_digest(mac.encode(), self._mac(token, expires, nonce).encode()):
             return None
-        if expires <= (time.time() if now is None else now):
+        moment = time.time() if now is None else now
+        if expires <= moment or nonce in self.revoked:
             return None
         return Login(token, float(expires), self._sign(f"csrf|{nonce}"))
+
+    def revoke(self, cookie: str, now: Optional[float] = None) -> None:
+        """End a session before its expiry (a logout): its nonce is refused from now on, by this process (the
+        list lives in memory until the session would have expired; docs/dashboard.md says what that means)."""
+        login = self.check(cookie, now)
+        if login is None:
+            return
+        moment = time.time() if now is None else now
+        self.revoked = {nonce: expires for nonce, expires in self.revoked.items() if expires > moment}
+        self.revoked[cookie.split(":")[2]] = login.expires
 
     def _mac(self, token: ApiToken, expires: int, nonce: str) -> str:
         return self._sign(f"session|{token.name}|{token.sha256}|{expires}|{nonce}")
@@ -76,7 +90,7 @@ class Sessions:
 
 def csrf_ok(login: Login, presented: Optional[str]) -> bool:
     """Whether a form's or a header's CSRF token is the session's own."""
-    return presented is not None and hmac.compare_digest(login.csrf, presented)
+    return presented is not None and hmac.compare_digest(login.csrf.encode(), presented.encode())
 
 
 def session_key(secret_file: str) -> bytes:

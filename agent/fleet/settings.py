@@ -179,8 +179,8 @@ def local_token() -> ApiToken:
 def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapping[str, str]] = None,
          profile: Optional[str] = None) -> CoordinatorConfig:
     """Read, override and validate the coordinator's settings; `path=None` starts from the defaults alone,
-    `profile="local"` from the local profile's: a broker on 127.0.0.1:1883 without TLS, the database and an
-    operator token (`local_token`) under ~/.local/state/edge-agent-coordinator."""
+    `profile="local"` from the local profile's: a broker on 127.0.0.1:1883 without TLS, the database, an
+    operator token (`local_token`) and the dashboard's session key under ~/.local/state/edge-agent-coordinator."""
     env = dict(os.environ if environ is None else environ)
     document: Dict[str, Any] = {} if path is None else read_toml(Path(path))
     where = str(path) if path is not None else f"the {profile} profile" if profile else "defaults"
@@ -188,7 +188,8 @@ def load(path: Optional[Union[str, Path]] = DEFAULT_PATH, environ: Optional[Mapp
         if profile != "local":
             raise ConfigError(f"unknown profile {profile!r} (known: local)")
         base: Dict[str, Any] = {"mqtt": {"host": "127.0.0.1", "port": 1883, "tls": False},
-                                "database": {"url": str(local_state() / "coordinator.db")}}
+                                "database": {"url": str(local_state() / "coordinator.db")},
+                                "dashboard": {"secret_file": str(local_state() / "dashboard.secret")}}
         for name, values in document.items():
             base[name] = dict(base.get(name, {}), **values) if isinstance(values, dict) else values
         document = base

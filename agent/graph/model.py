@@ -81,11 +81,30 @@ class Tensor:
 
 
 @dataclass
+class ControlFlow:
+    """What the reader did with one If, Loop or Scan: the branch taken, both branches, or a body × trips."""
+
+    layer: str
+    op: str
+    mode: str  # "taken", "both" (the larger branch is the bound), "repeated", "per_iteration"
+    branch: Optional[str] = None
+    trips: Optional[int] = None
+    reason: str = ""
+    inputs: List[str] = field(default_factory=list)  # model inputs whose values choose an If's branch
+
+    def to_dict(self) -> Dict[str, object]:
+        """The JSON form of one entry of `profile.control_flow`."""
+        return dict(vars(self))
+
+
+@dataclass
 class Layer:
     """One operator: source `op`, canonical `kind`, tensor names in and out, attributes.
 
     `positions` holds the role the op gives each input position (None where the op does not say);
     `Graph.roles` turns it into the final roles once it is known which tensors are constant.
+    `branches` names the If branches the layer sits in (outermost first) when both were kept;
+    `repeat` is how often a loop body runs it (None: a trip count not known before run time).
     """
 
     name: str
@@ -95,6 +114,8 @@ class Layer:
     outputs: List[str]
     positions: Tuple[Optional[str], ...] = ()
     attributes: Dict[str, Any] = field(default_factory=dict)
+    branches: Tuple[Tuple[str, str], ...] = ()
+    repeat: Optional[int] = 1
 
 
 @dataclass
@@ -108,6 +129,7 @@ class Graph:
     inputs: List[str]
     outputs: List[str]
     warnings: List[str] = field(default_factory=list)
+    control_flow: List[ControlFlow] = field(default_factory=list)
 
     def tensor(self, name: str) -> Optional[Tensor]:
         """The tensor called `name`; None for an absent optional input ("")."""
@@ -126,6 +148,21 @@ class Graph:
         """The role of each of `layer`'s inputs (see `resolve_role`)."""
         return [resolve_role(layer.positions[i] if i < len(layer.positions) else None, self.tensor(name))
                 for i, name in enumerate(layer.inputs)]
+
+    def upstream_inputs(self, name: str) -> List[str]:
+        """The graph inputs whose values the tensor `name` is computed from, sorted."""
+        producers = self.producers()
+        found, pending, seen = set(), [name], set()
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current in self.inputs:
+                found.add(current)
+            if current in producers:
+                pending.extend(n for n in self.layers[producers[current]].inputs if n)
+        return sorted(found)
 
     def producers(self) -> Dict[str, int]:
         """For every tensor name that a layer writes, the index of that layer."""

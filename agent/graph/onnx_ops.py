@@ -53,6 +53,22 @@ OPS: Dict[str, Tuple[str, Roles]] = {
     "QLinearConcat": ("data", (QUANT, QUANT)),
     "PRelu": ("prelu", (DATA, WEIGHT)),
     "Clip": ("clip", (DATA, OPERAND, OPERAND)),
+    "DynamicQuantizeMatMul": ("matmul", (DATA, WEIGHT, QUANT, QUANT, BIAS)),
+    "QGemm": ("matmul", (DATA, QUANT, QUANT, WEIGHT, QUANT, QUANT, BIAS, QUANT, QUANT)),
+    "FusedGemm": ("matmul", CONV_ROLES),
+    "MatMulNBits": ("matmul", (DATA, WEIGHT, QUANT, QUANT, OPERAND, BIAS)),
+    "QAttention": ("attention_packed", (DATA, WEIGHT, BIAS, QUANT, QUANT, OPERAND, QUANT, QUANT, DATA)),
+    "GroupQueryAttention": ("attention", (DATA, DATA, DATA, DATA, DATA, OPERAND, OPERAND)),
+    "EmbedLayerNormalization": ("layernorm", (OPERAND, OPERAND, WEIGHT, WEIGHT, WEIGHT, WEIGHT, BIAS, OPERAND)),
+    "Einsum": ("einsum", ()),
+    "SkipLayerNormalization": ("layernorm", (DATA, DATA, WEIGHT, BIAS, BIAS)),
+    "SkipSimplifiedLayerNormalization": ("layernorm", (DATA, DATA, WEIGHT, BIAS)),
+    "SimplifiedLayerNormalization": ("layernorm", (DATA, WEIGHT)), "RMSNormalization": ("layernorm", (DATA, WEIGHT)),
+    # ONNX (opset 23) and com.microsoft MultiHeadAttention: Q, K, V already projected.
+    "Attention": ("attention", (DATA, DATA, DATA, OPERAND, DATA, DATA)),
+    "MultiHeadAttention": ("attention", (DATA, DATA, DATA, BIAS, OPERAND, OPERAND, DATA, DATA)),
+    # com.microsoft Attention: one input, packed Q/K/V weights [C, Q + K + V] and bias.
+    "com.microsoft:Attention": ("attention_packed", (DATA, WEIGHT, BIAS, OPERAND, DATA, OPERAND)),
 }
 
 REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -92,6 +108,7 @@ SHAPE_PRESERVING = frozenset({"relu", "leaky_relu", "sigmoid", "tanh", "hard_sig
                               "clip", "prelu", "softmax", "batchnorm", "layernorm", "l2norm", "lrn"})
 
 
-def kind_and_roles(op_type: str) -> Tuple[str, Roles]:
-    """The canonical kind and positional roles of an ONNX op type; ("unknown", ()) when not known."""
-    return OPS.get(op_type, ("unknown", ()))
+def kind_and_roles(op_type: str, domain: str = "") -> Tuple[str, Roles]:
+    """The canonical kind and positional roles of an ONNX op type (a `domain:op` entry first, for ops
+    whose meaning differs by domain); ("unknown", ()) when not known."""
+    return OPS.get(f"{domain}:{op_type}", OPS.get(op_type, ("unknown", ())))

@@ -1,19 +1,23 @@
 """Read a TFLite flatbuffer into the format-neutral layer graph, without TensorFlow.
 
-The file is parsed with the schema bundled in ai-edge-litert (`schema_py_generated`, object API).
+The file is parsed with the schema bundled in ai-edge-litert (`schema_py_generated`, object API), or
+the `tflite` package's where ai-edge-litert is absent (`agent.graph.tflite_schema`).
 Operators are read before any interpreter touches the model, so they are the model's own ops, not
 the delegate nodes XNNPACK puts in their place. Shapes are the ones stored in the file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
-from agent.errors import InputSpecError, ModelFormatError, ProfileError
-from agent.graph.model import DATA, UNREADABLE, WEIGHT, Dim, Graph, Layer, QuantParams, Tensor, same_pads
+from agent.errors import InputSpecError, ModelFormatError
+from agent.graph.model import DATA, UNREADABLE, WEIGHT, ControlFlow, Dim, Graph, Layer, QuantParams, Tensor, same_pads
 from agent.graph.qdq import fold_quantization
-from agent.graph.tflite_ops import FUSED_ACTIVATIONS, MATRIX_INPUTS, REDUCE_OPS, kind_and_roles
+from agent.graph.tflite_control import constant, while_trips
+from agent.graph.tflite_ops import FUSED_ACTIVATIONS, MATRIX_INPUTS, PEEPHOLE_INPUTS, REDUCE_OPS, kind_and_roles
+from agent.graph.tflite_schema import schema_reader
 
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
           7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
@@ -23,43 +27,114 @@ CUSTOM = 32
 
 
 def read_tflite(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Graph:
-    """The layer graph of the main subgraph of the TFLite file at `path`."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError as error:
-        raise ProfileError(f"reading {path.name} needs ai-edge-litert (its TFLite schema): "
-                           "pip install ai-edge-litert") from error
+    """The layer graph of the main subgraph of the TFLite file at `path` (the schema of ai-edge-litert,
+    or of the tflite package where it is absent: `agent.graph.tflite_schema`)."""
+    reader = schema_reader(path.name)
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelFormatError(f"{path}: not a TFLite model (no TFL3 file identifier)")
     try:
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        model, names = reader(data)
+        if not model.subgraphs or not model.operatorCodes and model.subgraphs[0].operators:
+            raise ModelFormatError(f"{path}: TFLite file without a subgraph or operator codes")
+    except ModelFormatError:
+        raise
     except Exception as error:  # flatbuffers reads past the end of a truncated file in many ways
         raise ModelFormatError(f"{path}: truncated or corrupt TFLite file ({error!r})") from error
-    if not model.subgraphs or not model.operatorCodes and model.subgraphs[0].operators:
-        raise ModelFormatError(f"{path}: TFLite file without a subgraph or operator codes")
     try:
-        return _graph(path, model, schema, dict(shapes or {}), len(data))
+        return _graph(path, model, names, dict(shapes or {}), data)
     except UNREADABLE as error:  # an index or field that does not hold together
         raise ModelFormatError(f"{path}: inconsistent TFLite file ({error!r})") from error
 
 
-def _graph(path: Path, model: Any, schema: Any, shapes: Dict[str, Sequence[int]], file_size: int) -> Graph:
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+def _graph(path: Path, model: Any, names: Dict[int, str], shapes: Dict[str, Sequence[int]], data: bytes) -> Graph:
     subgraph = model.subgraphs[0]
-    tensors, tensor_names = _tensors(model, subgraph, file_size)
+    tensors, tensor_names = _tensors(model, subgraph, len(data))
     warnings = _dynamic_dim_warnings(subgraph, tensor_names)
     graph = Graph(name=_text(subgraph.name) or path.stem, format="tflite", tensors=tensors, layers=[],
                   inputs=[tensor_names[i] for i in subgraph.inputs if i >= 0],
                   outputs=[tensor_names[i] for i in subgraph.outputs if i >= 0], warnings=warnings)
     _check_user_shapes(graph, shapes)
-    for index, operator in enumerate(subgraph.operators or []):
-        graph.layers.append(_layer(index, operator, model, names, tensor_names, tensors, warnings))
-    if len(model.subgraphs) > 1:
-        extra = [_text(s.name) or f"#{i}" for i, s in enumerate(model.subgraphs) if i > 0]
-        warnings.append(f"subgraphs {', '.join(extra)} are run by control-flow ops and not counted")
+    reading = _Reading(model, names, data, graph)
+    _add_operators(reading, subgraph, tensor_names, "", (), 1)
+    unread = [_text(s.name) or f"#{i}" for i, s in enumerate(model.subgraphs) if i > 0 and i not in reading.read]
+    if unread:
+        warnings.append(f"subgraphs {', '.join(unread)} are not run by an IF or WHILE and not counted")
     fold_quantization(graph)
     return graph
+
+
+@dataclass
+class _Reading:
+    """One file being read: its model, operator names, bytes, the graph so far, the subgraphs inlined."""
+
+    model: Any
+    names: Dict[int, str]
+    data: bytes
+    graph: Graph
+    read: Set[int] = field(default_factory=set)
+
+
+def _add_operators(reading: _Reading, subgraph: Any, tensor_names: List[str], prefix: str,
+                   branches: Tuple[Tuple[str, str], ...], repeat: Optional[int]) -> None:
+    """Each operator of `subgraph` as a layer; an IF's or WHILE's subgraphs inlined after it."""
+    graph = reading.graph
+    for index, operator in enumerate(subgraph.operators or []):
+        layer = _layer(index, operator, reading.model, reading.names, tensor_names, graph.tensors, graph.warnings)
+        layer.name, layer.branches, layer.repeat = prefix + layer.name, branches, repeat
+        graph.layers.append(layer)
+        if layer.op in ("IF", "WHILE") and operator.builtinOptions is not None:
+            _control_flow(reading, subgraph, operator, layer, tensor_names)
+
+
+def _control_flow(reading: _Reading, caller: Any, operator: Any, layer: Layer, tensor_names: List[str]) -> None:
+    """An IF: the branch a stored condition takes, else both (each tagged, the larger the bound); a
+    WHILE: its body × the trip count when `while_trips` finds it, else once (flagged)."""
+    options, graph = operator.builtinOptions, reading.graph
+    args = [tensor_names[i] if i >= 0 else "" for i in operator.inputs]
+    if layer.op == "IF":
+        subgraphs = {"then_branch": options.thenSubgraphIndex, "else_branch": options.elseSubgraphIndex}
+        condition = constant(reading.model, reading.data, caller, int(operator.inputs[0]))
+        if condition is not None and condition.size:
+            branch = "then_branch" if bool(condition.ravel()[0]) else "else_branch"
+            _inline(reading, subgraphs[branch], args[1:], f"{layer.name}/{branch}/", layer.branches, layer.repeat)
+            graph.control_flow.append(ControlFlow(layer.name, "IF", "taken", branch=branch,
+                                                  reason=f"condition {args[0]} is stored in the file"))
+            return
+        for branch, index in subgraphs.items():
+            _inline(reading, index, args[1:], f"{layer.name}/{branch}/", layer.branches + ((layer.name, branch),),
+                    layer.repeat)
+        steering = graph.upstream_inputs(args[0])
+        graph.control_flow.append(ControlFlow(layer.name, "IF", "both", inputs=steering, reason=(
+            f"input {', '.join(steering)} chooses the branch of {layer.name}" if steering
+            else f"condition {args[0]} is not known before run time")))
+        return
+    reading.read.add(options.condSubgraphIndex)  # its comparison is not counted: the body is the work
+    trips = while_trips(reading.model, reading.data, reading.names, caller, operator)
+    repeat = None if trips is None or layer.repeat is None else trips * layer.repeat
+    _inline(reading, options.bodySubgraphIndex, args, f"{layer.name}/body/", layer.branches, repeat)
+    graph.control_flow.append(ControlFlow(layer.name, "WHILE", "repeated" if trips is not None else "per_iteration",
+                                          trips=trips, reason="" if trips is not None else
+                                          "its loop is not a counter with constant bounds"))
+
+
+def _inline(reading: _Reading, index: int, args: List[str], prefix: str, branches: Tuple[Tuple[str, str], ...],
+            repeat: Optional[int]) -> None:
+    """Subgraph `index`'s operators as layers named `prefix` + their own; its inputs are `args`."""
+    reading.read.add(index)
+    subgraph = reading.model.subgraphs[index]
+    tensors, names = _tensors(reading.model, subgraph, len(reading.data))
+    inputs = [int(i) for i in subgraph.inputs]
+    renamed = []
+    for position, name in enumerate(names):
+        if position in inputs and inputs.index(position) < len(args):
+            renamed.append(args[inputs.index(position)])
+            continue
+        tensor = tensors[name]
+        tensor.name = prefix + name
+        reading.graph.tensors[tensor.name] = tensor
+        renamed.append(tensor.name)
+    _add_operators(reading, subgraph, renamed, prefix, branches, repeat)
 
 
 def _text(value: Any) -> str:
@@ -169,11 +244,13 @@ def _normalise(layer: Layer, options: Any, tensors: Dict[str, Tensor]) -> Dict[s
     elif kind == "recurrent":
         time_major = bool(getattr(options, "timeMajor", False))
         forget_weights = _shape(tensors, layer.inputs[2 if "LSTM" in op else 1])
-        attributes.update(cell="lstm" if "LSTM" in op else "rnn", matrix_inputs=MATRIX_INPUTS[op],
+        attributes.update(cell="lstm" if "LSTM" in op else "svdf" if op == "SVDF" else "rnn",
+                          matrix_inputs=MATRIX_INPUTS[op],
                           hidden_size=forget_weights[0] if forget_weights else None,
                           directions=2 if op.startswith("BIDIRECTIONAL") else 1,
                           time_axis=None if "SEQUENCE" not in op else 0 if time_major else 1,
-                          batch_axis=1 if time_major and "SEQUENCE" in op else 0)
+                          batch_axis=1 if time_major and "SEQUENCE" in op else 0,
+                          peephole_inputs=PEEPHOLE_INPUTS.get(op, ()))
     elif kind == "lrn":
         attributes["size"] = 2 * int(options.radius) + 1
     elif kind == "control_flow":

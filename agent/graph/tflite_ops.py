@@ -29,6 +29,13 @@ MATRIX_INPUTS: Dict[str, Tuple[int, ...]] = {
     + tuple(range(40, 48)),
     "RNN": (1, 2), "UNIDIRECTIONAL_SEQUENCE_RNN": (1, 2),
     "BIDIRECTIONAL_SEQUENCE_RNN": (1, 2, 5, 6, 10, 11),
+    "SVDF": (1, 2),  # weights_feature [filters, input], weights_time [filters, memory]
+}
+
+# The cell-to-gate (peephole) weights of each LSTM direction, as the TFLite kernels number them.
+PEEPHOLE_INPUTS: Dict[str, Tuple[int, ...]] = {
+    "LSTM": (9, 10, 11), "UNIDIRECTIONAL_SEQUENCE_LSTM": (9, 10, 11),
+    "BIDIRECTIONAL_SEQUENCE_LSTM": (9, 10, 11, 26, 27, 28),
 }
 
 OPS: Dict[str, Tuple[str, Roles]] = {
@@ -46,6 +53,7 @@ OPS: Dict[str, Tuple[str, Roles]] = {
     "BIDIRECTIONAL_SEQUENCE_LSTM": ("recurrent", BIDIRECTIONAL_LSTM),
     "RNN": ("recurrent", RNN), "UNIDIRECTIONAL_SEQUENCE_RNN": ("recurrent", RNN),
     "BIDIRECTIONAL_SEQUENCE_RNN": ("recurrent", BIDIRECTIONAL_RNN),
+    "SVDF": ("recurrent", (DATA, WEIGHT, WEIGHT, BIAS, DATA)),
     "WHILE": ("control_flow", ()), "IF": ("control_flow", ()), "CALL_ONCE": ("control_flow", ()),
     "PRELU": ("prelu", (DATA, WEIGHT)),
     "CONCATENATION": ("data", ()), "PACK": ("data", ()), "SPLIT": ("data", (OPERAND, DATA)),
@@ -57,7 +65,7 @@ REDUCE_OPS = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max", "REDUCE_MIN": "
 DATA_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "SPLIT_V", "UNPACK", "SLICE",
             "STRIDED_SLICE", "GATHER", "GATHER_ND", "PAD", "PADV2", "MIRROR_PAD", "TILE", "BROADCAST_TO",
             "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "SHAPE",
-            "FILL", "ZEROS_LIKE", "ONES_LIKE", "REVERSE_V2", "CAST", "RANK", "SCATTER_ND")
+            "FILL", "ZEROS_LIKE", "ONES_LIKE", "REVERSE_V2", "CAST", "RANK", "SCATTER_ND", "DENSIFY")
 ELEMENTWISE_OPS = {
     "ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "POW": "pow", "MAXIMUM": "max",
     "MINIMUM": "min", "SQUARED_DIFFERENCE": "squared_difference", "FLOOR_DIV": "div",

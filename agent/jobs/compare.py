@@ -5,7 +5,9 @@ precisions, threads, inputs); each configuration's model file gets a static prof
 are paired by backend/precision label, else by backend. Per pair: parameters and their bytes, the
 parameter compression ratio (baseline / candidate), MACs, FLOPs and MULTs with their reduction
 (1 − candidate / baseline), measured p50 latency and the speed-up (baseline / candidate, ×), and
-Top-1/Top-5 with their delta (candidate − baseline) when the bundles carry labelled data.
+Top-1/Top-5 with their delta (candidate − baseline) when the bundles carry labelled data. The table prints
+parameters and their bytes to two significant figures (the JSON keeps exact counts), the bytes with the
+dtypes they are stored in.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
 from agent.measure.isolate import ProgressHandler
 from agent.measure.plan import MeasureRequest, StartHandler
-from agent.profile.render import count, number
+from agent.profile.render import count, number, significant
 from agent.profile.static import static_profile
 from agent.report import Report, percent, utc_now
 
@@ -38,10 +40,11 @@ def side(report: Report) -> Dict[str, Any]:
                                "status": report.status, "error": report.error}
     try:
         shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
-        totals = static_profile(path, shapes).totals()
-        figures.update({key: totals[key] for key in STATIC})
+        profile = static_profile(path, shapes)
+        totals = profile.totals()
+        figures.update({key: totals[key] for key in STATIC}, param_dtypes=sorted(profile.constants()[0]))
     except AgentError as exc:
-        figures.update({key: None for key in STATIC}, error=figures["error"] or {
+        figures.update({key: None for key in STATIC}, param_dtypes=None, error=figures["error"] or {
             "type": type(exc).__name__, "message": str(exc)})
     figures["p50_ms"] = report.latency.get("p50_ms") if report.latency else None
     figures.update(top1=(report.accuracy or {}).get("top1"), top5=(report.accuracy or {}).get("top5"))
@@ -168,18 +171,25 @@ def _change(reduction: Optional[float]) -> str:
     return "-" if reduction is None else f"{-100 * reduction + 0.0:+.1f}%"
 
 
+def _stored(figures: Dict[str, Any]) -> str:
+    """Parameter bytes at their stored precision, to two significant figures: `380KB fp32`."""
+    names = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+    dtypes = "+".join(names.get(d, d) for d in figures.get("param_dtypes") or [])
+    return f"{significant(figures['param_bytes'], 'B')} {dtypes}".rstrip()
+
+
 def render_compare(document: Dict[str, Any]) -> str:
-    """One table: per pair, a baseline row, a candidate row and a change row."""
+    """One table, the way compression papers print it: per pair, a baseline row, a candidate row and a change
+    row. Parameters and their bytes (at the stored precision) to two significant figures."""
     header = ["configuration", "model", "params", "param bytes", "MACs", "FLOPs", "MULTs", "p50 ms", "top-1", "top-5"]
     cells = [header]
     for row in document["pairs"]:
         for role in ("baseline", "candidate"):
             figures = row[role]
             own = figures["label"] if role == "baseline" or figures["label"] != row["baseline"]["label"] else ""
-            cells.append([own, role, count(figures["params"]),
-                          count(figures["param_bytes"], "B"), count(figures["macs"]), count(figures["flops"]),
-                          count(figures["mults"]), number(figures["p50_ms"]), percent(figures["top1"]),
-                          percent(figures["top5"])])
+            cells.append([own, role, significant(figures["params"]), _stored(figures), count(figures["macs"]),
+                          count(figures["flops"]), count(figures["mults"]), number(figures["p50_ms"]),
+                          percent(figures["top1"]), percent(figures["top5"])])
         delta = row["change"]
         cells.append(["", "change", _times(delta["param_compression"]), _times(delta["param_bytes_compression"]),
                       _change(delta["macs_reduction"]), _change(delta["flops_reduction"]),

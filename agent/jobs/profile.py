@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
+import numpy as np
+
 from agent.backends.registry import BACKENDS, get_backend
 from agent.bundle import Bundle, ModelFile, open_model
 from agent.cache import cache_file
@@ -22,8 +24,10 @@ from agent.device.detect import DeviceSection
 from agent.device.peaks import Peaks, cached_entry, cached_peaks, store_peaks
 from agent.device.sysfs import SysfsReader
 from agent.errors import AgentError, UsageError, error_from
+from agent.graph.onnx_state import FOLD_ELEMENTS
 from agent.graph.read import read_graph
 from agent.jobs.measure import run_measure
+from agent.measure.inputs import input_value, load_npy
 from agent.measure.isolate import ProgressHandler
 from agent.measure.messages import TraceSettings
 from agent.measure.plan import MeasureRequest, StartHandler, check_threads, default_threads
@@ -51,6 +55,7 @@ class SectionInputs(NamedTuple):
 
     path: str
     shapes: Mapping[str, Sequence[int]]
+    values: Mapping[str, Any]
     trace: Optional[Dict[str, Any]]
     latency: Optional[Dict[str, Any]]
     threads: int
@@ -109,9 +114,9 @@ def _section_inputs(report: Report, bundle: Bundle, settings: MeasureRequest,
     path = (trace or {}).get("model") or report.model["path"]
     shapes = {t["name"]: t["resolved_shape"] for t in report.inputs or []}
     if not shapes:  # the run failed before the worker resolved the inputs
-        shapes = _file_shapes(bundle, path, settings.shapes)
-    return SectionInputs(path, shapes, trace, report.latency, _threads(report, settings), scaling.get(report.label),
-                         report.backend.get("name"))
+        shapes = file_shapes(bundle, path, settings.shapes)
+    return SectionInputs(path, shapes, _file_values(bundle, path, settings.inputs), trace, report.latency,
+                         _threads(report, settings), scaling.get(report.label), report.backend.get("name"))
 
 
 def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Optional[Peaks]) -> List[Report]:
@@ -126,10 +131,11 @@ def static_reports(request: MeasureRequest, device: DeviceSection, peaks: Option
     threads = request.threads or default_threads()
     reports = []
     for model in models:
-        shapes = _file_shapes(bundle, str(model.path), request.shapes)
+        shapes = file_shapes(bundle, str(model.path), request.shapes)
+        values = _file_values(bundle, str(model.path), request.inputs)
         runtime = next((b.name for b in BACKENDS.values() if model.format in b.formats
                         and (not request.backends or b.name in request.backends)), None)
-        section = _section(str(model.path), shapes, None, None, threads, None, runtime, peaks)
+        section = _section(str(model.path), shapes, values, None, None, threads, None, runtime, peaks)
         reports.append(Report("profile", device, _model_section(bundle, model),
                               {"name": None, "version": None, "configuration": None}, profile=section))
     return reports
@@ -149,29 +155,55 @@ def sweep(request: MeasureRequest, device: DeviceSection, counts: Sequence[int],
     return {label: scaling_section(list(counts), times) for label, times in by_label.items()}
 
 
-def _section(path: str, shapes: Mapping[str, Sequence[int]], trace: Optional[Dict[str, Any]],
-             latency: Optional[Dict[str, Any]], threads: int, scaling: Optional[Dict[str, Any]],
-             runtime: Optional[str], peaks: Optional[Peaks]) -> Dict[str, Any]:
+def _section(path: str, shapes: Mapping[str, Sequence[int]], values: Mapping[str, Any],
+             trace: Optional[Dict[str, Any]], latency: Optional[Dict[str, Any]], threads: int,
+             scaling: Optional[Dict[str, Any]], runtime: Optional[str], peaks: Optional[Peaks]) -> Dict[str, Any]:
     """The profile section, or `{"error": ...}` naming why this file could not be profiled; `runtime`
-    (the backend that ran, None for a static profile) chooses the compute ceilings."""
+    (the backend that ran, None for a static profile) chooses the compute ceilings. An input that
+    chooses an If's branch and was fed generated data in the measurement is named in the warnings."""
     try:
-        profile = static_profile(path, shapes)
+        profile = static_profile(path, shapes, values)
     except AgentError as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    if trace is not None:
+        for entry in profile.graph.control_flow:
+            for name in entry.inputs:
+                profile.graph.warnings.append(
+                    f"input {name} chooses the branch of {entry.layer}, and the measurement fed it generated "
+                    f"data (seeded integers 0..9): give --input {name}=VALUE")
     return profile_section(profile, trace, latency, peaks, threads, scaling, runtime)
 
 
-def _file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
-    """`--shape` values keyed by the file's own input names: a bundle's manifest may name its inputs
-    differently from the file; such names are matched by position, as the worker does."""
-    if not shapes:
+def _file_names(bundle: Bundle, path: str, names: Sequence[str]) -> Dict[str, str]:
+    """The file's own name of each input name given: a bundle's manifest may name its inputs differently
+    from the file; such names are matched by position, as the worker does."""
+    if not names:
         return {}
     try:
         own = read_graph(path).inputs
     except AgentError:
-        return {name: list(dims) for name, dims in shapes.items()}  # the profile will name the problem
+        return {name: name for name in names}  # the profile will name the problem
     aliases = dict(zip((t.name for t in bundle.inputs), own))
-    return {aliases.get(name, name): list(dims) for name, dims in shapes.items()}
+    return {name: aliases.get(name, name) for name in names}
+
+
+def file_shapes(bundle: Bundle, path: str, shapes: Mapping[str, Sequence[int]]) -> Dict[str, List[int]]:
+    """`--shape` values keyed by the file's own input names."""
+    names = _file_names(bundle, path, list(shapes))
+    return {names[name]: list(dims) for name, dims in shapes.items()}
+
+
+def _file_values(bundle: Bundle, path: str, given: Mapping[str, str]) -> Dict[str, Any]:
+    """The values `--input` gives (numbers, and `.npy` arrays small enough to fold), keyed by the file's
+    own input names; the static profile folds the control flow they steer."""
+    names = _file_names(bundle, path, list(given))
+    values: Dict[str, Any] = {}
+    for name, text in given.items():
+        number = input_value(text)
+        array = np.asarray(number) if number is not None else load_npy(name, text)
+        if array.size <= FOLD_ELEMENTS:
+            values[names[name]] = array
+    return values
 
 
 def _model_section(bundle: Bundle, model: ModelFile) -> Dict[str, Any]:
@@ -185,11 +217,13 @@ def _threads(report: Report, request: MeasureRequest) -> int:
     return int(config.get("threads") or config.get("intra_op_threads") or request.threads or default_threads())
 
 
-def profile_failure(reports: Sequence[Report]) -> Optional[AgentError]:
-    """The first error among the reports (a failed measurement, or a file that could not be profiled)."""
+def profile_failures(reports: Sequence[Report]) -> List[AgentError]:
+    """The errors among the reports (a failed measurement, or a file that could not be profiled), each
+    named after its configuration."""
+    found = []
     for report in reports:
         error = report.error if report.status != "ok" else (report.profile or {}).get("error")
         if error:
             label = f"{report.backend.get('name') or 'static'}/{report.model.get('precision')}"
-            return error_from(error["type"], f"{label} ({report.model.get('format')}): {error['message']}")
-    return None
+            found.append(error_from(error["type"], f"{label} ({report.model.get('format')}): {error['message']}"))
+    return found

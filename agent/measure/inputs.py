@@ -4,14 +4,15 @@ Shapes come from the runtime's view of the model. `--shape NAME=D1,D2,...` fixes
 symbolic first (batch) dimension takes the measurement's batch size; any other unresolved dimension
 is an `InputSpecError` naming the input and the dimension. Data for the first input comes from the
 bundle's evaluation split when its samples fit the input; every other input takes a given `.npy`
-file or seeded random data (uniform [0, 1) floats, integers 0..9), identical from run to run.
+file or number (`--input sr=16000`) or seeded random data (uniform [0, 1) floats, integers 0..9),
+identical from run to run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -94,7 +95,8 @@ class Feeder:
         if unknown:
             raise InputSpecError(f"--input names no input of this model: {', '.join(sorted(unknown))} "
                                  f"(its inputs: {', '.join(t.name for t in self.inputs)})")
-        self._given = {name: load_npy(name, path) for name, path in self.files.items()}
+        by_name = {info.name: info for info in self.inputs}
+        self._given = {name: given_array(by_name[name], text) for name, text in self.files.items()}
 
     def shapes(self, batch: int, overrides: Dict[str, Sequence[int]]) -> List[Tuple[int, ...]]:
         """Input shapes, where a given `--input` array fixes its own input's shape."""
@@ -165,11 +167,35 @@ def parse_shape_arg(text: str) -> Tuple[str, List[int]]:
     return name, values
 
 
+def input_value(text: str) -> Optional[Union[int, float]]:
+    """The number an `--input NAME=VALUE` gives (`16000`, `0.5`, `true`), or None for a file path."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return int(lowered == "true")
+    for kind in (int, float):
+        try:
+            return kind(lowered)
+        except ValueError:
+            continue
+    return None
+
+
+def given_array(info: TensorInfo, text: str) -> np.ndarray:
+    """The array an `--input` gives one input: a `.npy` file, or a number filling the input's shape
+    (its unknown dims taken as 1) at the input's dtype."""
+    value = input_value(text)
+    if value is None:
+        return load_npy(info.name, text)
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in info.shape]
+    return np.full(shape, value, dtype=np.dtype(info.dtype))
+
+
 def parse_input_arg(text: str) -> Tuple[str, str]:
-    """Parse `NAME=FILE.npy` from `--input`, checking the file exists."""
+    """Parse `NAME=FILE.npy` or `NAME=VALUE` (a number, e.g. `sr=16000`) from `--input`, checking that a
+    file exists."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise UsageError(f"--input takes NAME=FILE.npy, not {text!r}")
-    if not Path(path).is_file():
+        raise UsageError(f"--input takes NAME=FILE.npy or NAME=VALUE, not {text!r}")
+    if input_value(path) is None and not Path(path).is_file():
         raise UsageError(f"--input {name}: file not found: {path}")
     return name, path

@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from agent import child_env, errors
+from agent.measure.runtime_errors import describe
 
 ProgressHandler = Callable[[Dict[str, Any]], None]
 PARENT_ENV = "EDGE_AGENT_PARENT_PID"
@@ -109,7 +110,7 @@ def serve(run: Callable[[Dict[str, Any], Channel], Dict[str, Any]]) -> int:
     except errors.AgentError as exc:
         channel.send("error", type=type(exc).__name__, message=str(exc))
     except Exception as exc:  # a runtime's own exception type: reported, never a traceback on the parent
-        channel.send("error", type="WorkerError", message=f"{type(exc).__name__}: {exc}")
+        channel.send("error", type="WorkerError", message=describe(exc))
     return 0
 
 

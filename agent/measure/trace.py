@@ -1,4 +1,5 @@
-"""The runtime's own per-op timer, run inside the measurement worker: ONNX Runtime's profiling trace.
+"""The runtime's own per-op timer, run inside the measurement worker: ONNX Runtime's profiling trace
+(TensorRT: its IProfiler's per-layer times, `_engine_layers`).
 
 `trace_runs` loads the model a second time with ONNX Runtime's profiler on (the backend option
 `profile_dir`), runs it `warmup + runs` times on the same feeds as the latency loop, and reads back
@@ -39,6 +40,8 @@ def trace_runs(backend: Any, path: Path, threads: int, options: Dict[str, Any], 
                feeds: Sequence[np.ndarray], plan: TraceSettings) -> Dict[str, Any]:
     """Per-node times of `runs` profiled runs (after `warmup`), and the graph the runtime ran; `model`
     is the file traced (a backend may have prepared it from the bundle's file, e.g. quantized it)."""
+    if backend.name == "tensorrt":
+        return _engine_layers(backend, path, threads, options, shapes, feeds, plan)
     if backend.name != "onnxruntime":
         reason = NO_TIMER.get(backend.name, f"{backend.name} has no per-op timer edge-agent can read")
         return {"available": False, "runtime": backend.name, "reason": reason, "model": str(path)}
@@ -55,6 +58,23 @@ def trace_runs(backend: Any, path: Path, threads: int, options: Dict[str, Any], 
     return dict(costs, available=True, runtime="onnxruntime", model=str(path), runs=runs, warmup=warmup,
                 run_p50_ms=float(np.median(run_ms)) if run_ms else None,
                 node_sum_p50_ms=float(np.median(node_sums)) if node_sums else None, nodes=nodes, graph=graph)
+
+
+def _engine_layers(backend: Any, path: Path, threads: int, options: Dict[str, Any], shapes: Sequence[Tuple[int, ...]],
+                   feeds: Sequence[np.ndarray], plan: TraceSettings) -> Dict[str, Any]:
+    """TensorRT: per engine layer, the mean time of `runs` runs from its IProfiler (the session's
+    `layer_times`, on a second execution context). Unverified on hardware."""
+    session = backend.load(path, threads, options)
+    session.resize(shapes)
+    session.bind(list(feeds))  # copies the feeds into the session's input buffers
+    runs = max(1, plan.runs)
+    layers = session.layer_times(runs)
+    session.close()
+    nodes = [{"name": layer["name"], "op": None, "ms": layer["mean_ms"], "raw_ms": layer["mean_ms"]}
+             for layer in layers]
+    return {"available": True, "runtime": "tensorrt", "model": str(path), "runs": runs, "warmup": 0,
+            "run_p50_ms": None, "node_sum_p50_ms": round(sum(n["ms"] for n in nodes), 6), "nodes": nodes,
+            "graph": None, "verified_on_hardware": False}
 
 
 def _profiled(backend: Any, path: Path, threads: int, options: Dict[str, Any], shapes: Sequence[Tuple[int, ...]],

@@ -8,10 +8,11 @@ whose op is not known, gets None (never 0) and a `note` saying why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent.graph.model import BIAS, BUFFER, DATA, OPERAND, PARAM_ROLES, QUANT, UNREADABLE, Graph, Layer, Tensor
+from agent.profile.fast_algorithms import fast_algorithms
 
 # FLOPs and MULTs per output element of element-wise kinds (comparisons, exp, tanh, erf: 1 FLOP).
 ELEMENTWISE: Dict[str, Tuple[int, int]] = {
@@ -28,7 +29,8 @@ BINARY = frozenset({"add", "sub", "mul", "div", "pow", "max", "min", "mod", "com
 PER_ELEMENT = {"softmax": (5, 1), "batchnorm": (2, 1), "layernorm": (7, 3), "l2norm": (3, 2),
                "quantize": (5, 1), "dequantize": (2, 1)}
 # FLOPs and MULTs per hidden unit per time step of a recurrent cell, besides its matrix MACs.
-CELL = {"lstm": (30, 6), "gru": (23, 5), "rnn": (4, 0)}
+CELL = {"lstm": (30, 6), "gru": (23, 5), "rnn": (4, 0), "svdf": (0, 0)}
+PEEPHOLES = 3  # an LSTM with peepholes adds p ⊙ c to its input, forget and output gates: 3 multiply-adds
 # Reductions take (inputs - outputs) ops; then extra FLOPs per input and per output element, and
 # MULTs per input and per output element (a product's ops are all multiplications).
 REDUCE_EXTRA = {"mean": (0, 1, 0, 1), "l1": (1, 0, 0, 0), "l2": (1, 1, 1, 0), "sumsquare": (1, 0, 1, 0),
@@ -60,6 +62,7 @@ class LayerCost:
     bytes_written: Optional[int]
     note: Optional[str] = None
     measured_ms: Optional[float] = None
+    fast_algorithms: List[Dict[str, object]] = field(default_factory=list)  # agent.profile.fast_algorithms
 
     @property
     def intensity(self) -> Optional[float]:
@@ -193,8 +196,65 @@ def _recurrent(v: LayerShapes) -> Work:
                    if i < len(v.inputs) and v.inputs[i] is not None)
     macs = steps * batch * matrices
     cell_flops, cell_mults = CELL[str(v.attribute("cell"))]
+    if any(i < len(v.inputs) and v.inputs[i] is not None for i in v.attributes.get("peephole_inputs", ())):
+        cell_flops, cell_mults = cell_flops + 2 * PEEPHOLES, cell_mults + PEEPHOLES
     units = steps * batch * int(v.attribute("directions")) * int(v.attribute("hidden_size"))
     return macs, 2 * macs + units * cell_flops, macs + units * cell_mults
+
+
+def _einsum_letters(term: str, rank: int) -> List[str]:
+    """The index of each axis of one Einsum operand; the axes under `...` are named @n from the right."""
+    if "..." not in term:
+        return list(term)
+    head, tail = term.split("...")
+    covered = rank - len(head) - len(tail)
+    return list(head) + [f"@{covered - j}" for j in range(covered)] + list(tail)
+
+
+def _einsum(v: LayerShapes) -> Work:
+    """Operands contracted left to right: each step costs the product of the sizes of every index its
+    two operands hold (a multiply-add per point of that index space); one operand costs no MACs."""
+    equation = str(v.attribute("equation")).replace(" ", "")
+    terms, arrow, result = equation.partition("->")
+    operands = [_einsum_letters(term, len(v.shape(i))) for i, term in enumerate(terms.split(","))]
+    sizes: Dict[str, int] = {}
+    for index, letters in enumerate(operands):
+        for letter, size in zip(letters, v.shape(index)):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    kept = set(_einsum_letters(result, len(v.outputs[0].shape or ())) if arrow and v.outputs[0] is not None
+               else [k for k in sizes if k.startswith("@") or sum(ops.count(k) for ops in operands) == 1])
+    macs, current = 0, set(operands[0])
+    for index, letters in enumerate(operands[1:], start=1):
+        space = current | set(letters)
+        macs += _product([sizes[k] for k in space])
+        later = kept.union(*[set(ops) for ops in operands[index + 1:]])
+        current = {k for k in space if k in later}
+    return macs, 2 * macs, macs
+
+
+def _attention(v: LayerShapes) -> Work:
+    """Q·Kᵀ and softmax(scores)·V over already projected Q [B, N, S, H] or [B, S, N·H], K and V:
+    L·(Q elements + output elements) MACs for L key positions; softmax and the 1/√H scale per score."""
+    query, key = v.shape(0), v.shape(1)
+    if len(key) not in (3, 4):
+        raise Unresolved(f"packed key/value layout of {v.layer.name} is not counted")
+    length = key[2] if len(key) == 4 else key[1]
+    rows = _product(query[:-1]) * (1 if len(query) == 4 else int(v.attributes.get("heads") or 1))
+    return _attention_work(length * (_product(query) + v.out_elements), rows * length)
+
+
+def _attention_packed(v: LayerShapes) -> Work:
+    """ORT's Attention: X [B, S, C] times packed weights [C, Q + K + V], then attention over S."""
+    data, weights = v.shape(0), v.shape(1)
+    sizes = list(v.attributes.get("qkv_sizes") or []) or [weights[1] // 3] * 3
+    projection = _product(data) * weights[1]
+    rows = _product(data[:-1]) * int(v.attributes.get("heads") or 1)
+    return _attention_work(projection + _product(data[:-1]) * data[1] * (sizes[0] + sizes[2]), rows * data[1])
+
+
+def _attention_work(macs: int, scores: int) -> Work:
+    softmax_flops, softmax_mults = PER_ELEMENT["softmax"]
+    return macs, 2 * macs + (softmax_flops + 1) * scores, macs + (softmax_mults + 1) * scores
 
 
 def _elementwise(v: LayerShapes) -> Work:
@@ -208,6 +268,7 @@ def _elementwise(v: LayerShapes) -> Work:
 COUNTERS: Dict[str, Callable[[LayerShapes], Work]] = {
     "conv": _conv, "conv_transpose": _conv_transpose, "matmul": _matmul, "pool": _pool, "lrn": _lrn,
     "resize": _resize, "reduce": _reduce, "recurrent": _recurrent, "data": lambda v: (0, 0, 0),
+    "einsum": _einsum, "attention": _attention, "attention_packed": _attention_packed,
 }
 COUNTERS.update({kind: _per_element for kind in PER_ELEMENT})
 COUNTERS.update({kind: _elementwise for kind in ELEMENTWISE})
@@ -222,15 +283,19 @@ def _bytes(tensors: Sequence[Optional[Tensor]]) -> Optional[int]:
 
 
 def layer_cost(graph: Graph, layer: Layer) -> LayerCost:
-    """The cost of `layer` in `graph`: work from its kind's formula, parameters and bytes from shapes."""
+    """The cost of `layer` in `graph`: work from its kind's formula, parameters and bytes from shapes;
+    a loop body's layer counts its work and bytes once per trip (`Layer.repeat`)."""
     v = LayerShapes(graph, layer)
     note: Optional[str] = NOT_COUNTED.get(layer.kind)
-    if note is not None:
+    inlined = layer.kind == "control_flow" and any(entry.layer == layer.name for entry in graph.control_flow)
+    if inlined:
+        note = None  # the reader inlined its subgraphs: their layers carry the work
+    elif note is not None:
         note = note.format(", ".join(layer.attributes.get("subgraphs", [])))
     work: Tuple[Optional[int], ...] = (None, None, None)
     if note is None:
         try:
-            work = COUNTERS[layer.kind](v)
+            work = (0, 0, 0) if inlined else COUNTERS[layer.kind](v)
             activation = layer.attributes.get("activation")
             if activation:
                 flops, mults = ELEMENTWISE[activation]
@@ -244,8 +309,19 @@ def layer_cost(graph: Graph, layer: Layer) -> LayerCost:
     data = [t for t, role in zip(v.inputs, v.roles) if t is not None and role == DATA]
     dtype = (data or [t for t in v.inputs if t is not None] or [t for t in v.outputs if t is not None]
              or [Tensor("", None, "unknown")])[0].dtype
+    trips = layer.repeat or 1
+    moved = (_bytes(v.inputs), _bytes(v.outputs))
+    fast: List[Dict[str, object]] = []
+    if layer.kind == "conv" and data and v.outputs and v.outputs[0] is not None and data[0].is_resolved:
+        fast = fast_algorithms(layer.attributes, data[0].shape, v.outputs[0].shape, work[0])  # type: ignore[arg-type]
     return LayerCost(
-        name=layer.name, op=layer.op, kind=layer.kind, dtype=dtype, macs=work[0], flops=work[1],
-        mults=work[2], params=sum(t.elements or 0 for t in params), param_bytes=_bytes(params) or 0,
+        name=layer.name, op=layer.op, kind=layer.kind, dtype=dtype,
+        macs=_times(work[0], trips), flops=_times(work[1], trips), mults=_times(work[2], trips),
+        params=sum(t.elements or 0 for t in params), param_bytes=_bytes(params) or 0,
         buffers=sum(t.elements or 0 for t in buffers), buffer_bytes=_bytes(buffers) or 0,
-        bytes_read=_bytes(v.inputs), bytes_written=_bytes(v.outputs), note=note)
+        bytes_read=_times(moved[0], trips), bytes_written=_times(moved[1], trips), note=note,
+        fast_algorithms=fast)
+
+
+def _times(value: Optional[int], trips: int) -> Optional[int]:
+    return None if value is None else value * trips

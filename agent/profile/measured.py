@@ -5,7 +5,8 @@ each node computes. A node's time goes to its head layer; layers the runtime fus
 no time of their own (`measured_ms` null, `fused_into` names the head). A head's roofline figures
 are those of its whole group: the FLOPs of every layer in it, and the bytes a fused kernel moves
 (what the group reads from outside it and writes for readers outside it). Where the backend has no
-per-op timer (TFLite from Python) only the whole-model figures are given.
+per-op timer (TFLite from Python) only the whole-model figures are given. TensorRT's IProfiler times
+the engine's layers, joined by their names (`join_tensorrt.py`; unverified on hardware).
 
 Each layer is judged by the ceilings that apply to it (`agent.device.peaks.roofline`): the compute
 peak of the runtime that ran it at the layer's own precision (its data input's dtype: int8/uint8 layers
@@ -20,13 +21,16 @@ from typing import Any, Dict, List, Optional, Set
 from agent.device.peaks import Peaks, Roofline, roofline
 from agent.graph.model import Graph
 from agent.profile.join import Join, RuntimeNode, join_by_name, join_runtime
+from agent.profile.join_tensorrt import join_tensorrt
 from agent.profile.static import Profile
 
 
 def join_trace(profile: Profile, trace: Dict[str, Any]) -> Join:
     """Joins the trace's nodes onto the profile's layers and sets each head layer's `measured_ms`."""
     graph = trace.get("graph")
-    if graph:
+    if trace.get("runtime") == "tensorrt":
+        join = join_tensorrt(profile.graph, [n["name"] for n in trace["nodes"]])
+    elif graph:
         join = join_runtime(profile.graph, [RuntimeNode.from_dict(n) for n in graph["nodes"]],
                             set(graph["constants"]))
     else:
@@ -144,7 +148,10 @@ def measured_summary(profile: Profile, join: Optional[Join], trace: Optional[Dic
         not_joined=not_joined,
         folded_layers=[profile.layers[i].name for i in join.folded],
         removed_layers=[profile.layers[i].name for i in join.removed],
-        joined_by="optimized graph" if trace.get("graph") else "node name")
+        joined_by="engine layer names" if trace["runtime"] == "tensorrt" else
+        "optimized graph" if trace.get("graph") else "node name")
+    if "verified_on_hardware" in trace:
+        summary["verified_on_hardware"] = trace["verified_on_hardware"]
     return summary
 
 

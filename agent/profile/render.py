@@ -9,6 +9,7 @@ the roofline bound its measured time reaches (100% = as fast as the board allows
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.report import Report, percent, report_runtime
@@ -25,6 +26,20 @@ def count(value: Optional[float], unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f}{prefix}{unit}"
     return f"{value:.0f}{unit}"
+
+
+def significant(value: Optional[float], unit: str = "", digits: int = 2) -> str:
+    """A count rounded to `digits` significant figures, with an SI prefix: 94K, 380KB, 4.2M; `-` for None."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return f"0{unit}"
+    rounded = float(f"{value:.{digits}g}")
+    scale, prefix = next(((s, p) for s, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")) if abs(rounded) >= s),
+                         (1.0, ""))
+    mantissa = rounded / scale
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(mantissa)))))
+    return f"{mantissa:.{decimals}f}{prefix}{unit}"
 
 
 def number(value: Optional[float], digits: int = 3) -> str:
@@ -54,6 +69,9 @@ def why(row: Dict[str, Any]) -> str:
         text += f", {roof_text(row['roof_fraction'], row.get('peak_under_measured'))}"
     elif row.get("lower_bound_ms") is not None:
         text += f", >= {number(row['lower_bound_ms'])} ms"
+    if row.get("fast_algorithms"):
+        best = max(row["fast_algorithms"], key=lambda f: f["saved_mults"])
+        text += f"; {best['name']} saves {count(best['saved_mults'])} mults"
     if row.get("fused_layers"):
         text += " (+ " + ", ".join(short(n, 24) for n in row["fused_layers"][:3]) + \
             (", ..." if len(row["fused_layers"]) > 3 else "") + ")"
@@ -109,6 +127,7 @@ def summary(report: Report) -> List[str]:
                  f"params ({count(totals['param_bytes'], 'B')}), peak activations "
                  f"{count(totals['peak_activation_bytes'], 'B')}, {totals['layers']} layers, "
                  f"{totals['layers_not_counted']} not counted, {totals['unknown_ops']} unknown ops")
+    lines += control_flow_lines(section.get("control_flow") or [])
     whole = measured["whole_model"]
     if whole.get("p50_ms") is not None:
         lines.append(f"whole model: p50 {number(whole['p50_ms'])} ms, {number(whole['achieved_gflops'])} GFLOP/s, "
@@ -163,6 +182,21 @@ def _scaling(scaling: Optional[Dict[str, Any]]) -> List[str]:
     if fit:
         lines.append(f"Amdahl fit: serial fraction {number(fit['serial_fraction'])}, at most "
                      f"{number(fit['max_speedup'])}x with any number of threads")
+    return lines
+
+
+def control_flow_lines(entries: List[Dict[str, Any]]) -> List[str]:
+    """One line per If whose branch is known only at run time and whose branches differ in MACs (the
+    bound), and per loop body."""
+    lines = []
+    for entry in entries:
+        if entry["mode"] == "both" and len(set(entry["branch_macs"].values())) > 1:
+            sizes = ", ".join(f"{branch.split('_')[0]} {count(macs)}" for branch, macs in entry["branch_macs"].items())
+            lines.append(f"control flow: {short(entry['layer'], 40)}: both branches counted ({sizes} MACs), "
+                         f"the larger ({entry['branch'].split('_')[0]}) in the totals; {short(entry['reason'], 90)}")
+        elif entry["mode"] in ("repeated", "per_iteration"):
+            trips = f"x {entry['trips']} trips" if entry["trips"] else "once (trip count not known before run time)"
+            lines.append(f"control flow: {short(entry['layer'], 40)} body counted {trips}")
     return lines
 
 

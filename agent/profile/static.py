@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from agent.graph.model import BUFFER, PARAM_ROLES, Graph
 from agent.graph.read import read_graph
@@ -61,9 +61,45 @@ class Profile:
                 entry["bytes"] += tensor.nbytes or 0
         return params, buffers, buffer_bytes
 
+    def branch_bounds(self) -> Tuple[Dict[str, Dict[str, int]], Set[int]]:
+        """MACs of each branch of every If whose branches were both kept ({If: {branch: MACs}}), and the
+        indices of the layers of the smaller branches, which the totals leave out (the larger is the
+        bound). Inner Ifs are settled first, so an outer branch counts only its inner bound."""
+        by_branch: Dict[str, Dict[str, int]] = {}
+        excluded: Set[int] = set()
+        depth = {layer.name: len(layer.branches) for layer in self.graph.layers}
+        both = [e.layer for e in self.graph.control_flow if e.mode == "both"]
+        for name in sorted(both, key=lambda n: -depth.get(n, 0)):
+            sums: Dict[str, Tuple[int, int]] = {"then_branch": (0, 0), "else_branch": (0, 0)}
+            for index, (layer, cost) in enumerate(zip(self.graph.layers, self.layers)):
+                for outer, branch in layer.branches:
+                    if outer == name and index not in excluded and branch in sums:
+                        macs, flops = sums[branch]
+                        sums[branch] = (macs + (cost.macs or 0), flops + (cost.flops or 0))
+            larger = max(sums, key=lambda b: sums[b])
+            by_branch[name] = {branch: macs for branch, (macs, _) in sums.items()}
+            excluded.update(i for i, layer in enumerate(self.graph.layers)
+                            if any(outer == name and branch != larger for outer, branch in layer.branches))
+        return by_branch, excluded
+
+    def control_flow(self) -> List[Dict[str, object]]:
+        """What the reader did with each If, Loop and Scan, with each kept branch's MACs and the bound."""
+        by_branch, _ = self.branch_bounds()
+        rows = []
+        for entry in self.graph.control_flow:
+            row = entry.to_dict()
+            if entry.layer in by_branch:
+                row["branch_macs"] = by_branch[entry.layer]
+                row["branch"] = max(by_branch[entry.layer], key=lambda b: by_branch[entry.layer][b])
+            rows.append(row)
+        return rows
+
     def totals(self) -> Dict[str, object]:
-        """Sums over the layers that could be counted, constants once, the peak and the counts."""
-        sums = {key: sum(getattr(c, key) or 0 for c in self.layers) for key in SUMMED}
+        """Sums over the layers that could be counted (the larger branch of an unresolved If), constants
+        once, the peak and the counts."""
+        _, excluded = self.branch_bounds()
+        counted = [c for i, c in enumerate(self.layers) if i not in excluded]
+        sums = {key: sum(getattr(c, key) or 0 for c in counted) for key in SUMMED}
         moved = sums["bytes_read"] + sums["bytes_written"]
         params, buffers, buffer_bytes = self.constants()
         times = [c.measured_ms for c in self.layers if c.measured_ms is not None]
@@ -74,6 +110,8 @@ class Profile:
                     peak_activation_bytes=self.memory.peak_bytes, layers=len(self.layers),
                     layers_not_counted=sum(1 for c in self.layers if c.note),
                     unknown_ops=sum(1 for c in self.layers if c.kind == "unknown"),
+                    fast_algorithm_saved_mults=sum(max(int(f["saved_mults"]) for f in c.fast_algorithms)  # type: ignore[call-overload]
+                                                   for c in counted if c.fast_algorithms),
                     measured_ms=sum(times) if times else None)
 
     def to_dict(self) -> Dict[str, object]:
@@ -83,7 +121,8 @@ class Profile:
                 "layers": [c.to_dict() for c in self.layers], "totals": self.totals(),
                 "memory": self.memory.to_dict(), "parallelism": self.parallelism.to_dict(),
                 "fusion": self.fusion.to_dict(), "not_counted": self.not_counted(),
-                "unknown_ops": self.unknown_ops(), "warnings": list(self.graph.warnings)}
+                "unknown_ops": self.unknown_ops(), "control_flow": self.control_flow(),
+                "warnings": list(self.graph.warnings)}
 
 
 def _shape(graph: Graph, name: str) -> Optional[List[object]]:
@@ -98,6 +137,8 @@ def profile_graph(graph: Graph) -> Profile:
                    static_parallelism(graph, [c.flops for c in layers]), find_fusions(graph))
 
 
-def static_profile(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Profile:
-    """Reads the ONNX or TFLite file at `path` and profiles it; `shapes` sets input dims by name."""
-    return profile_graph(read_graph(path, shapes))
+def static_profile(path: Union[str, Path], shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                   values: Optional[Mapping[str, Any]] = None) -> Profile:
+    """Reads the ONNX or TFLite file at `path` and profiles it; `shapes` sets input dims and `values`
+    input values (scalars that steer an If) by name."""
+    return profile_graph(read_graph(path, shapes, values))

@@ -25,7 +25,7 @@ from agent.errors import (
 )
 from agent.jobs.info import info
 from agent.jobs.measure import run_measure
-from agent.jobs.profile import ProfileRequest, profile_failure, run_profile
+from agent.jobs.profile import ProfileRequest, profile_failures, run_profile
 from agent.jobs.select import apply_choice, select, stored_or_select
 from agent.measure.isolate import WorkerCancelled
 from agent.measure.latency import Warmup
@@ -88,7 +88,7 @@ def run_profile_job(command: Command, context: Context) -> Outcome:
     reports = stopped_after(wall_s, context, lambda: run_profile(request, device_section(), progress.start,
                                                                  progress.update))
     return reports_outcome(reports, lambda r: "layers" in (r.profile or {}),
-                           lambda: profile_failure(reports) or ProfileError("nothing could be profiled"))
+                           lambda: (profile_failures(reports) or [ProfileError("nothing could be profiled")])[0])
 
 
 def run_select(command: Command, context: Context) -> Outcome:

@@ -228,8 +228,8 @@ def test_dynamic_dims_not_given_then_given(tmp_path: Path, cache: Dict[str, str]
     assert layer["macs"] == 4 * 8 * 8 * 27 and layer["measured_ms"] is not None
 
 
-def test_a_subgraph_is_reported_as_not_counted_and_the_rest_is_measured(tmp_path: Path,
-                                                                      cache: Dict[str, str]) -> None:
+def test_both_branches_of_a_run_time_if_are_counted_and_the_rest_is_measured(tmp_path: Path,
+                                                                            cache: Dict[str, str]) -> None:
     def branch(name: str, op: str):
         return helper.make_graph([helper.make_node(op, ["r"], [f"{name}_out"], name=f"{name}_op")], name, [],
                                  [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1, 8])])
@@ -249,8 +249,12 @@ def test_a_subgraph_is_reported_as_not_counted_and_the_rest_is_measured(tmp_path
     result = run_cli("profile", str(path), "--json", *QUICK, env=cache)
     assert result.code == 0, result.stderr
     profile = result.json()[0]["profile"]
-    assert [entry["layer"] for entry in profile["not_counted"]] == ["choose"]
-    assert "subgraphs" in profile["not_counted"][0]["reason"]
+    assert profile["not_counted"] == []
+    (entry,) = profile["control_flow"]
+    assert (entry["layer"], entry["mode"], entry["branch"]) == ("choose", "both", "then_branch")
+    names = [layer["name"] for layer in profile["layers"]]
+    assert "choose/then_branch/then_op" in names and "choose/else_branch/else_op" in names
+    assert profile["totals"]["flops"] == 8 + 7 + 1 + 4 * 8  # relu, sum, greater, the larger branch (sigmoid)
     relu = next(layer for layer in profile["layers"] if layer["name"] == "relu")
     assert relu["measured_ms"] is not None
     assert profile["measured"]["available"]

@@ -162,7 +162,7 @@ def test_an_operator_runs_the_fleet_from_the_dashboard(service: CoordinatorProce
     browser.get(base + "/alerts?state=resolved")
     assert text_of(browser, f"#alerts tr[data-alert='{alert_id}'] .badge.resolved") == "resolved"
 
-    # The board page: its result in the history and its telemetry drawn.
+    # The board page: its result in the history.
     browser.get(base + "/boards/board-a")
     assert browser.find_elements("css selector", f"a[href='/results/board-a/{job_id}']")
     only_local(browser)
@@ -187,6 +187,13 @@ def test_a_read_only_login_has_no_way_to_send(service: CoordinatorProcess, brows
                                  body: JSON.stringify({target: "all", cmd: "ping"})}).then((r) => r.status),
         ]).then(done);""")
     assert statuses == [403, 403, 403]
+    # The login form is CSRF-checked too: a login posted without the form's own token is refused.
+    browser.get(base + "/login")
+    status = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch("/login", {method: "POST", body: new URLSearchParams({token: arguments[0]}), redirect: "manual"})
+          .then((r) => done(r.status));""", READ_TOKEN)
+    assert status == 403
     # A forged session cookie is no session: back to the login.
     browser.delete_all_cookies()
     browser.get(base + "/login")

@@ -66,3 +66,13 @@ def test_the_spread_across_boards_of_one_board_model(store: Store, real: RealRep
     threads = real.orin[0][0]["backend"]["configuration"]["threads"]
     assert (orin.backend, orin.precision, orin.threads) == ("tflite", "fp32", threads)
     assert sum(s.boards for s in spreads.values()) == 3
+
+
+def test_of_two_results_made_at_the_same_moment_the_one_stored_last_is_the_latest(store: Store,
+                                                                                  real: RealReports) -> None:
+    sha = real.orin[0][0]["model"]["sha256"]
+    first, second = (json.loads(json.dumps(real.orin[0])) for _ in range(2))
+    first[0]["latency"]["p50_ms"], second[0]["latency"]["p50_ms"] = 1.0, 2.0
+    ingest(store, *bench_result("orin-1", first, "c-first", seconds=50))
+    ingest(store, *bench_result("orin-1", second, "c-second", seconds=50))
+    assert [row.p50_ms for row in compare_boards(store, sha) if row.device_id == "orin-1"] == [2.0]

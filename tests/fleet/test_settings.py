@@ -60,6 +60,7 @@ def test_the_local_profile_makes_one_private_operator_token(tmp_path: Path, monk
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert (first.mqtt.host, first.mqtt.port, first.mqtt.tls) == ("127.0.0.1", 1883, False)
     assert first.database.url == str(tmp_path / "edge-agent-coordinator" / "coordinator.db")
+    assert first.dashboard.secret_file == str(tmp_path / "edge-agent-coordinator" / "dashboard.secret")
     assert [token.sha256 for token in first.api.tokens] == [hash_token(token_file.read_text().strip())]
     again = load(None, environ={}, profile="local")
     assert again.api.tokens == first.api.tokens

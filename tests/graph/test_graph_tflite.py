@@ -182,6 +182,7 @@ def test_without_ai_edge_litert_the_reader_says_so(tmp_path: Path, monkeypatch: 
     path = conv_net(tmp_path / "m.tflite")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.schema_py_generated", None)
+    monkeypatch.setitem(sys.modules, "tflite", None)  # nor the tflite package, its fallback
     with pytest.raises(ProfileError, match="ai-edge-litert"):
         read_graph(path)
 

@@ -61,17 +61,17 @@ def telemetry(device: str, readings: Dict[str, Any], seconds: float = 0.0) -> Tu
     return wire(Telemetry(device, readings, ts=ts(seconds)))
 
 
-def variant(result: Dict[str, Any], p50_factor: float, runtime_version: Any = None) -> Dict[str, Any]:
-    """A copy of a real bench result under a new command id, every report's latency scaled and marked stable
-    (and its runtime version changed)."""
+def variant(result: Dict[str, Any], factor: float, runtime_version: Any = None) -> Dict[str, Any]:
+    """A copy of a real bench result under a new command id, every latency statistic of every report scaled by
+    `factor` (the timed loop's, not the load or first call) and marked stable (and its runtime version changed)."""
     document = copy.deepcopy(result)
     document["id"] = document["command_id"] = uuid.uuid4().hex
     document["ts"] = utc_now()
     for report in document["report"]["reports"]:
         latency = report["latency"]
         for key in list(latency):
-            if key.startswith("p") and key.endswith("_ms") and isinstance(latency[key], (int, float)):
-                latency[key] *= p50_factor
+            if key.endswith("_ms") and key not in ("load_ms", "first_ms") and isinstance(latency[key], (int, float)):
+                latency[key] *= factor
         latency.setdefault("stability", {})["verdict"] = "stable"
         if runtime_version is not None:
             report["backend"]["version"] = runtime_version

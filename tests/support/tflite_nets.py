@@ -10,30 +10,42 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "int8": 1, "int16": 2}
+BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "int8": 1, "int16": 2, "bool": 1}
 
 
 class TFLiteBuilder:
     """Accumulates tensors, buffers, op codes and operators of one subgraph; `build` gives the bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Optional[TFLiteBuilder] = None) -> None:
+        """A builder of the main subgraph; with `parent`, of another subgraph of the parent's file (for
+        IF and WHILE), sharing its buffers and op codes."""
         from ai_edge_litert import schema_py_generated as schema
 
         self.schema = schema
-        self.buffers = [schema.BufferT()]
+        self.buffers = parent.buffers if parent else [schema.BufferT()]
         self.tensors: list = []
         self.operators: list = []
-        self.codes: List[Tuple[int, int, Optional[str]]] = []
+        self.codes: List[Tuple[int, int, Optional[str]]] = parent.codes if parent else []
+        self.subgraphs: list = []
+
+    def attach(self, child: TFLiteBuilder, inputs: Sequence[int], outputs: Sequence[int], name: str) -> int:
+        """Adds `child`'s tensors and operators as a subgraph of this file; returns its subgraph index."""
+        subgraph = self.schema.SubGraphT()
+        subgraph.tensors, subgraph.operators = child.tensors, child.operators
+        subgraph.inputs, subgraph.outputs, subgraph.name = list(inputs), list(outputs), name
+        self.subgraphs.append(subgraph)
+        return len(self.subgraphs)
 
     def tensor(self, name: str, shape: Sequence[int], dtype: str = "float32", constant: bool = False,
-               scale: Optional[float] = None, zero_point: int = 0) -> int:
-        """Adds a tensor (constant ones get a zero-filled buffer); returns its index."""
+               scale: Optional[float] = None, zero_point: int = 0, value: Optional[object] = None) -> int:
+        """Adds a tensor (constant ones get a zero-filled buffer, or `value`); returns its index."""
         tensor = self.schema.TensorT()
         tensor.name, tensor.shape = name, list(shape)
         tensor.type = getattr(self.schema.TensorType, dtype.upper())
-        if constant:
+        if constant or value is not None:
             buffer = self.schema.BufferT()
-            buffer.data = np.zeros(int(np.prod(shape)) * BYTES[dtype], dtype=np.uint8)
+            buffer.data = np.zeros(int(np.prod(shape)) * BYTES[dtype], dtype=np.uint8) if value is None else \
+                np.frombuffer(np.asarray(value, dtype=dtype).tobytes(), dtype=np.uint8)
             self.buffers.append(buffer)
             tensor.buffer = len(self.buffers) - 1
         if scale is not None:
@@ -82,7 +94,7 @@ class TFLiteBuilder:
         subgraph.tensors, subgraph.operators = self.tensors, self.operators
         subgraph.inputs, subgraph.outputs, subgraph.name = list(inputs), list(outputs), "main"
         model = schema.ModelT()
-        model.version, model.subgraphs, model.buffers = 3, [subgraph], self.buffers
+        model.version, model.subgraphs, model.buffers = 3, [subgraph] + self.subgraphs, self.buffers
         model.operatorCodes = []
         for builtin, deprecated, custom in self.codes:
             code = schema.OperatorCodeT()

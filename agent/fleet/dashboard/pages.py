@@ -2,51 +2,84 @@
 the coordinator's FastAPI app by `add_dashboard`.
 
 Every page needs a session (else a redirect to `/login`); every form carries the session's CSRF token and is
-refused (403) without it; sending a job and acknowledging or resolving an alert need the operator role (a
-read-only session sees no such button and gets 403 from the endpoint). A command to a group or to every
-board is shown back for a confirmation before it is sent. Pages are rendered on the server from `templates/`;
+refused (403) without it (the login form, before any session, a token of its own also set as a cookie); sending
+a job and acknowledging or resolving an alert need the operator role (a read-only session sees no such button
+and gets 403 from the endpoint). A command to a group or to every board is shown back for a confirmation
+before it is sent. Pages are rendered on the server from `templates/`;
 `static/dashboard.js` draws the charts (vendored Chart.js) from JSON embedded in the page, sorts tables and
-follows a job's stream (server-sent events). Every response forbids other origins (Content-Security-Policy).
+follows a job's stream (server-sent events). Every dashboard response (pages, redirects, static files) forbids
+other origins (Content-Security-Policy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2.utils import htmlsafe_json_dumps
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 
 from agent.errors import JobError
 from agent.fleet import jobs, regressions
-from agent.fleet.api import plain
+from agent.fleet.api import Dispatch, plain
 from agent.fleet.dashboard import views
-from agent.fleet.jobs import JobView, iso
+from agent.fleet.jobs import iso
 from agent.fleet.sessions import COOKIE, Login, LoginThrottle, Sessions, csrf_ok
 from agent.fleet.store.database import Store
 from agent.mqtt.schema import COMMANDS
 
 HERE = Path(__file__).parent
-Dispatch = Callable[[str, str, Dict[str, Any], str], JobView]
 SENT_COMMANDS = ("bench", "eval", "profile", "select", "info", "ping")  # what the job form offers
+BACKENDS = ("onnxruntime", "tflite", "tensorrt", "auto")
+PRECISIONS = ("fp32", "fp16", "int8")
+FORM_BYTES = 64 * 1024  # a posted form larger than this is refused
 FORM_FIELDS = {"model": str, "backend": str, "precision": str, "threads": int, "iterations": int, "batch": int,
                "min_seconds": float, "time_limit": float, "memory_limit_mb": int, "eval_limit": int, "budget": float}
+LOGIN_COOKIE = "edge_login"  # the login form's own CSRF token (double submit), before any session exists
 STREAM_EVERY_S = 0.5  # how often a job's stream looks at the store
 STREAM_MAX_S = 6 * 3600.0  # a stream ends by then (the browser reconnects if it is still open)
+NOT_DASHBOARD = ("/api/", "/metrics", "/openapi.json", "/docs", "/redoc")  # the API's own paths keep its headers
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+class SecurityHeaders:
+    """ASGI middleware: `SECURITY_HEADERS` on every dashboard response (pages, redirects, static files, the
+    stream), none on the API's own paths. Pure ASGI, so a streamed response passes through untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(NOT_DASHBOARD):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers.append(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class LoginNeeded(Exception):
@@ -69,7 +102,7 @@ def _environment() -> Environment:
     environment = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]),
                               trim_blocks=True, lstrip_blocks=True)
     environment.filters.update(ms=_ms, pct=_pct, num=_num, ago=_ago, when=_when, short=lambda value: (value or "")[:12])
-    environment.filters["json"] = lambda value: json.dumps(plain(value)).replace("</", "<\\/")
+    environment.filters["json"] = lambda value: htmlsafe_json_dumps(plain(value))  # safe inside <script>
     return environment
 
 
@@ -130,7 +163,7 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
         page = environment.get_template(template).render(request=request, login=login, path=request.url.path,
                                                          operator=login is not None and login.token.role == "operator",
                                                          **values)
-        return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
+        return HTMLResponse(page, status_code=status)
 
     def session(request: Request) -> Login:
         login = sessions.check(request.cookies.get(COOKIE))
@@ -140,8 +173,7 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
 
     async def form(request: Request, login: Login, operator: bool) -> Dict[str, str]:
         """The posted form's fields, once its CSRF token (and, for `operator`, the role) is checked."""
-        fields = {key: values[-1] for key, values in parse_qs((await request.body()).decode("utf-8", "replace"),
-                                                              max_num_fields=100).items()}
+        fields = await _fields(request)
         if not csrf_ok(login, fields.get("csrf")):
             raise PageError(403, "the form's CSRF token is missing or not this session's: reload the page and "
                                  "try again")
@@ -153,7 +185,7 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.exception_handler(LoginNeeded)
     async def login_needed(request: Request, error: LoginNeeded) -> Response:
         if request.url.path.endswith("/stream"):
-            return Response("log in first", status_code=401, headers=SECURITY_HEADERS)
+            return Response("log in first", status_code=401)
         return RedirectResponse(f"/login?next={quote(error.path)}", status_code=303)
 
     @app.exception_handler(PageError)
@@ -161,26 +193,37 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
         return render(request, "error.html", sessions.check(request.cookies.get(COOKIE)), status=error.status,
                       message=error.message)
 
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    def login_form(request: Request, target: str, status: int = 200, failed: str = "") -> Response:
+        """The login page, with a fresh token for its form in the page and in a cookie (login CSRF)."""
+        nonce = secrets.token_urlsafe(16)
+        response = render(request, "login.html", None, status=status, next=target, failed=failed, form_token=nonce)
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+                            secure=secure_cookie, path="/login")
+        return response
 
     @app.get("/login", include_in_schema=False)
     def login_page(request: Request, next: str = "/") -> Response:
-        return render(request, "login.html", None, next=_local(next), failed=False)
+        return login_form(request, _local(next))
 
     @app.post("/login", include_in_schema=False)
     async def login_post(request: Request) -> Response:
-        fields = {key: values[-1] for key, values in parse_qs((await request.body()).decode("utf-8", "replace"),
-                                                              max_num_fields=10).items()}
+        fields = await _fields(request)
         address = request.client.host if request.client else "-"
         target = _local(fields.get("next", "/"))
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(expected.encode(), fields.get("csrf", "").encode()):
+            return login_form(request, target, 403, "the login form expired or came from elsewhere: log in again")
         if throttle.blocked(address):
-            return render(request, "login.html", None, status=429, next=target,
-                          failed="too many failed logins from this address: wait a few minutes")
+            return login_form(request, target, 429, "too many failed logins from this address: wait a few minutes")
         cookie = sessions.open(fields.get("token", ""))
         if cookie is None:
             throttle.failed(address)
-            return render(request, "login.html", None, status=401, next=target, failed="that token is not known")
+            return login_form(request, target, 401, "that token is not known")
         response = RedirectResponse(target, status_code=303)
+        response.delete_cookie(LOGIN_COOKIE, path="/login")
         response.set_cookie(COOKIE, cookie, max_age=int(sessions.lifetime_s), httponly=True, samesite="strict",
                             secure=secure_cookie, path="/")
         return response
@@ -188,6 +231,7 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         await form(request, session(request), operator=False)
+        sessions.revoke(request.cookies.get(COOKIE, ""))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -242,25 +286,28 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
         login = session(request)
         chosen = state if state in ("open", "acknowledged", "resolved", "noted") else None
         return render(request, "alerts.html", login, alerts=regressions.list_alerts(store, chosen, None, 500),
-                      state=chosen or "all")
+                      state=chosen or "all", back=f"/alerts?state={chosen or 'all'}")
 
     @app.post("/alerts/{alert_id}/{action}", include_in_schema=False)
     async def alert_action(request: Request, alert_id: int, action: str) -> Response:
         login = session(request)
-        await form(request, login, operator=True)
+        fields = await form(request, login, operator=True)
         states = {"ack": "acknowledged", "resolve": "resolved"}
         if action not in states:
             raise PageError(404, f"no alert action {action!r} (ack, resolve)")
-        if await run_in_threadpool(regressions.move_alert, store, alert_id, states[action]) is None:
+        moved = await run_in_threadpool(regressions.move_alert, store, alert_id, states[action])
+        if moved is None:
             raise PageError(404, f"unknown alert {alert_id}")
-        return RedirectResponse(request.headers.get("referer") or "/alerts", status_code=303)
+        if moved.state != states[action]:
+            raise PageError(409, f"alert {alert_id} is {moved.state}: it cannot be {states[action]}")
+        return RedirectResponse(_local(fields.get("back", "/alerts")), status_code=303)
 
     @app.get("/jobs", include_in_schema=False)
     def job_list(request: Request) -> Response:
         login = session(request)
         boards, groups = views.targets(store)
         return render(request, "jobs.html", login, jobs=views.job_summaries(store, 100), commands=SENT_COMMANDS,
-                      boards=boards, groups=groups)
+                      backends=BACKENDS, precisions=PRECISIONS, boards=boards, groups=groups)
 
     @app.post("/jobs", include_in_schema=False)
     async def job_send(request: Request) -> Response:
@@ -297,7 +344,20 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
         if await run_in_threadpool(jobs.get_job, store, job_id) is None:
             raise PageError(404, f"unknown job {job_id!r}")
         return StreamingResponse(_follow(request, store, job_id), media_type="text/event-stream",
-                                 headers=dict(SECURITY_HEADERS, **{"X-Accel-Buffering": "no"}))
+                                 headers={"X-Accel-Buffering": "no"})
+
+
+async def _fields(request: Request) -> Dict[str, str]:
+    """A posted form's fields (the last value of each), or a PageError for one too large or malformed."""
+    if int(request.headers.get("content-length") or 0) > FORM_BYTES:
+        raise PageError(413, f"the form is larger than {FORM_BYTES // 1024} KiB")
+    body = await request.body()
+    if len(body) > FORM_BYTES:
+        raise PageError(413, f"the form is larger than {FORM_BYTES // 1024} KiB")
+    try:
+        return {key: values[-1] for key, values in parse_qs(body.decode("utf-8", "replace"), max_num_fields=50).items()}
+    except ValueError:
+        raise PageError(413, "the form has too many fields") from None
 
 
 async def _follow(request: Request, store: Store, job_id: str) -> AsyncIterator[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -227,6 +227,19 @@ class ResultRow:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One row of a `select` why-table: a configuration, its verdict, its figures and the reason."""
+
+    configuration: str  # "tflite/int8 x2 (tflite/int8)"
+    status: Optional[str]  # chosen / lost / rejected / pending
+    p50_ms: Optional[float]
+    p99_ms: Optional[float]
+    top1: Optional[float]
+    stability: Optional[str]
+    reason: Optional[str]
+
+
+@dataclass(frozen=True)
 class Decision:
     """What one `select` chose on a board, and every candidate with its verdict and reason (the why-table)."""
 
@@ -235,7 +248,7 @@ class Decision:
     ts: datetime
     model: Optional[str]
     choice: Optional[str]  # "tflite/int8 x2 (tflite/int8)"
-    candidates: List[Dict[str, Any]]
+    candidates: List[Candidate]
     notes: List[str]
 
 
@@ -251,6 +264,11 @@ class BoardPage:
     results: List[ResultRow]
     decisions: List[Decision]
     job: Optional[CurrentJob]
+
+    @property
+    def measurements(self) -> List[MeasurementRow]:
+        """Every measurement of the results shown, newest result first (the A/B choices)."""
+        return [item for result in self.results for item in result.measurements]
 
 
 def board_page(store: Store, device_id: str) -> Optional[BoardPage]:
@@ -324,24 +342,35 @@ def _results(session: Any, device_id: str) -> List[ResultRow]:
 
 
 def _decision(row: StoredResult) -> Decision:
-    selection = lookup(row.document(), "report", "selection")
+    """A stored `select` result as a decision; every field of the board's report read defensively."""
+    report = lookup(row.document(), "report")
+    selection = lookup(report, "selection")
     candidates = lookup(selection, "candidates")
     notes = lookup(selection, "notes")
-    model = lookup(row.document(), "report", "model", "name")
-    return Decision(row.device_id, row.command_id, row.ts, text(model), _configuration(lookup(selection, "choice")),
-                    [candidate for candidate in candidates if isinstance(candidate, dict)]
+    model = lookup(report, "model")
+    return Decision(row.device_id, row.command_id, row.ts, text(model) or text(lookup(model, "name")),
+                    _configuration(lookup(selection, "choice")),
+                    [_candidate(item) for item in candidates if isinstance(item, dict)]
                     if isinstance(candidates, list) else [],
                     [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else [])
+
+
+def _candidate(item: Dict[str, Any]) -> Candidate:
+    return Candidate(_configuration(item) or "?", text(item.get("status"), 16), number(item.get("p50_ms")),
+                     number(item.get("p99_ms")), number(item.get("top1")), text(item.get("stability"), 16),
+                     text(item.get("reason")))
 
 
 def _configuration(candidate: Any) -> Optional[str]:
     """A candidate as one label: `backend/precision xTHREADS (bundle file)`."""
     if not isinstance(candidate, dict):
         return None
-    label = f"{candidate.get('backend')}/{candidate.get('precision')}"
-    if candidate.get("threads") is not None:
-        label += f" x{candidate.get('threads')}"
-    return label + (f" ({candidate['model']})" if isinstance(candidate.get("model"), str) else "")
+    label = f"{text(candidate.get('backend'), 32)}/{text(candidate.get('precision'), 16)}"
+    threads = number(candidate.get("threads"))
+    if threads is not None:
+        label += f" x{threads:g}"
+    model = text(candidate.get("model"), 256)
+    return label + (f" ({model})" if model else "")
 
 
 @dataclass(frozen=True)
@@ -388,7 +417,6 @@ class ModelPage:
     selected: List[queries.SelectedConfiguration]
     percentiles: List[Percentiles]
     decisions: List[Decision]
-    configurations: List[str] = field(default_factory=list)  # "backend/precision" present, for the chart's choice
 
 
 def model_page(store: Store, sha256: str, chart_rows: int = 200) -> Optional[ModelPage]:
@@ -404,14 +432,11 @@ def model_page(store: Store, sha256: str, chart_rows: int = 200) -> Optional[Mod
             .options(selectinload(Measurement.result)))}
         name = session.scalars(select(Measurement.model_name)
                                .where(Measurement.model_sha256 == sha256).limit(1)).first()
-        decided = {item.device_id for item in queries.selected_configurations(store, sha256)}
-        decisions = [_decision(row) for row in session.scalars(
-            select(StoredResult).where(StoredResult.cmd == "select", StoredResult.status == "done",
-                                       StoredResult.device_id.in_(decided))
-            .order_by(StoredResult.ts.desc(), StoredResult.id.desc()).limit(len(decided) * 5 + 5))]
-    newest: Dict[str, Decision] = {}
-    for decision in decisions:
-        newest.setdefault(decision.device_id, decision)
+        selected = queries.selected_configurations(store, sha256)
+        chosen = {(item.device_id, item.command_id) for item in selected}
+        decisions = sorted((_decision(row) for row in session.scalars(
+            select(StoredResult).where(StoredResult.command_id.in_([command for _, command in chosen])))
+            if (row.device_id, row.command_id) in chosen), key=lambda decision: decision.device_id)
     percentiles = []
     for row in charted:
         position, document = payloads[row.measurement_id]
@@ -419,9 +444,7 @@ def model_page(store: Store, sha256: str, chart_rows: int = 200) -> Optional[Mod
         percentiles.append(Percentiles(f"{row.device_id} {row.backend}/{row.precision} x{row.threads}",
                                        row.measurement_id,
                                        {key: number(lookup(latency, key)) for key in PERCENTILES}))
-    configurations = sorted({f"{row.backend}/{row.precision}" for row in rows})
-    return ModelPage(sha256, name, rows, queries.spread(rows), queries.selected_configurations(store, sha256),
-                     percentiles, [newest[device] for device in sorted(newest)], configurations)
+    return ModelPage(sha256, name, rows, queries.spread(rows), selected, percentiles, decisions)
 
 
 def _report(document: Any, position: int) -> Any:
@@ -542,12 +565,13 @@ class ResultPage:
 
 def result_page(store: Store, device_id: str, command_id: str) -> Optional[ResultPage]:
     """Everything the result page shows, or None for an unknown result."""
-    found = queries.get_result(store, device_id, command_id)
-    if found is None:
-        return None
     with store.session() as session:
         row = session.scalars(select(StoredResult).where(StoredResult.device_id == device_id,
-                                                         StoredResult.command_id == command_id)).one()
+                                                         StoredResult.command_id == command_id)
+                              .options(selectinload(StoredResult.measurements))).first()
+        if row is None:
+            return None
+        found = queries.result_view(row, with_payload=True)
         measured = [_measurement_row(item, row) for item in sorted(row.measurements, key=lambda item: item.position)]
         decision = _decision(row) if row.cmd == "select" else None
     reports = lookup(found.payload, "report", "reports")

@@ -4,7 +4,9 @@ latest measurement of each configuration from the measurements already stored.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,6 +18,7 @@ from support.fleet import RealReports, bench_result
 from agent.fleet.ingest import ingest
 from agent.fleet.queries import compare_boards
 from agent.fleet.store.database import MIGRATIONS, Store
+from agent.fleet.store.latest import configuration_key
 from agent.fleet.store.models import Base
 
 
@@ -54,3 +57,15 @@ def test_0003_finds_the_latest_of_what_was_stored_before_it(store: Store, real: 
         command.upgrade(_config(connection), "head")
     after = {row.device_id: row.p50_ms for row in compare_boards(store, sha)}
     assert after == before and after["orin-1"] == 0.001
+    fields = (sha, "a board", "orin-1", "tflite", "fp32", 4, "2.3.0", None)
+    assert revision_0003().configuration_key(*fields) == configuration_key(*fields)  # the live code keys alike
+
+
+def revision_0003() -> Any:
+    """The 0003 migration module (a file of the migrations folder, not a package module)."""
+    path = MIGRATIONS / "versions" / "0003_latest_measurements.py"
+    spec = importlib.util.spec_from_file_location("revision_0003", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

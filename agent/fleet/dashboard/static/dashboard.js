@@ -92,9 +92,12 @@ const BUILDERS = { time: (canvas, data) => timeChart(canvas, data, canvas.datase
 function drawCharts() {
   if (typeof Chart === "undefined") return;
   for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
-    const data = embedded(canvas.dataset.source);
-    if (data === null) continue;
-    window.edgeCharts[canvas.id] = BUILDERS[canvas.dataset.chart](canvas, data);
+    try {  // one bad chart must not stop the others, the sorting or a job's stream
+      const data = embedded(canvas.dataset.source);
+      if (data !== null) window.edgeCharts[canvas.id] = BUILDERS[canvas.dataset.chart](canvas, data);
+    } catch (error) {
+      console.error(`chart ${canvas.id}:`, error);
+    }
   }
 }
 
@@ -143,7 +146,11 @@ function followJob(panel) {
     status.textContent = "live";
   });
   stream.addEventListener("end", () => { status.textContent = "finished"; panel.dataset.finished = "yes"; stream.close(); });
-  stream.onerror = () => { if (panel.dataset.finished !== "yes") status.textContent = "reconnecting…"; };
+  stream.onerror = () => {
+    if (panel.dataset.finished === "yes") return;
+    // A closed stream is one the server refused (the session expired or was logged out): it will not retry.
+    status.textContent = stream.readyState === EventSource.CLOSED ? "stopped: log in again and reload" : "reconnecting…";
+  };
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -58,33 +58,34 @@ def main() -> int:
             args.reports.write_text(json.dumps(reports))
     rows: List[Tuple[str, str, float, float, int]] = []
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as folder:
-        for database in ("sqlite", "postgresql") if args.database == "both" else (args.database,):
-            with _database(database, Path(folder)) as url:
+        for kind in ("sqlite", "postgresql") if args.database == "both" else (args.database,):
+            with database(kind, Path(folder)) as url:
                 store = open_store(url)
                 started = time.perf_counter()
                 devices = fleet_fill.fill(store, reports, args.boards, args.results, args.telemetry)
                 _alerts(store, 300)
                 view, _ = jobs.create_job(store, "all", "ping", {}, JobSettings(), "edge",
                                           datetime.now(timezone.utc), "bench")
-                print(f"{database}: {args.boards} boards, {args.results} results, {args.boards * args.telemetry} "
+                print(f"{kind}: {args.boards} boards, {args.results} results, {args.boards * args.telemetry} "
                       f"telemetry samples written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
                 with fleet_fill.serve_dashboard(store) as (base, cookie):
                     for page in _pages(store, devices, view.id):
                         times, size = _time(base + page, cookie, args.requests)
-                        rows.append((database, page, statistics.median(times), max(times), size))
+                        rows.append((kind, page, statistics.median(times), max(times), size))
                         print(f"  {page[:60]:60} {rows[-1][2]:7.1f} ms", file=sys.stderr)
                 store.close()
     print(f"\nDashboard pages, {args.boards} boards and {args.results} results; median and slowest of "
           f"{args.requests} requests, whole body, on 127.0.0.1 (target: median <= {TARGET_MS:.0f} ms)")
     print(f"{'database':10} {'page':58} {'median ms':>10} {'max ms':>8} {'KB':>6}  verdict")
-    for database, page, median, slowest, size in rows:
+    for name, page, median, slowest, size in rows:
         verdict = "ok" if median <= TARGET_MS else "OVER"
-        print(f"{database:10} {page[:58]:58} {median:10.1f} {slowest:8.1f} {size / 1024:6.0f}  {verdict}")
+        print(f"{name:10} {page[:58]:58} {median:10.1f} {slowest:8.1f} {size / 1024:6.0f}  {verdict}")
     return 0 if all(median <= TARGET_MS for _, _, median, _, _ in rows) else 1
 
 
 @contextlib.contextmanager
-def _database(kind: str, folder: Path) -> Iterator[str]:
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty database of `kind` (sqlite: a file in `folder`; postgresql: a throwaway server's)."""
     if kind == "sqlite":
         yield str(folder / "coordinator.db")
         return

@@ -48,14 +48,19 @@ BOARD_MODELS = (
 GROUPS = ("lab", "line-1", "line-2", "shelf")
 
 
+def run_json(*args: str, python: str = sys.executable) -> Any:
+    """What `edge-agent ARGS --json` prints, run on this machine (SystemExit with its error when it fails)."""
+    done = subprocess.run([python, "-m", "agent.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"edge-agent {args[0]} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
 def real_reports(python: str = sys.executable) -> Dict[str, Any]:
     """One bench (ONNX Runtime and TFLite, FP32) and one profile of models/digits, run on this machine."""
     def run(*args: str) -> List[Dict[str, Any]]:
-        done = subprocess.run([python, "-m", "agent.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True,
-                              check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"edge-agent {args[0]} failed: {done.stderr.strip()}")
-        return json.loads(done.stdout)
+        return list(run_json(*args, python=python))
     bench = run("bench", "models/digits", "--backend", "onnxruntime,tflite", "--precision", "fp32,int8",
                 "--iterations", "200", "--min-seconds", "0", "--rounds", "1", "--eval-limit", "50")
     profile = run("profile", "models/digits", "--backend", "onnxruntime", "--precision", "fp32", "--iterations", "50")

@@ -174,7 +174,9 @@ def track(session: Session, message: Message, result_id: Optional[int], root: st
     if isinstance(message, Status):
         return _release(session, message.device, root, now) if message.state == "online" else []
     if isinstance(message, (Event, Result)) and message.command_id is not None:
-        row = session.get(FleetJobBoard, (message.command_id, message.device))
+        # Locked and read afresh: another coordinator may have moved this board's state a moment ago.
+        row = session.get(FleetJobBoard, (message.command_id, message.device), with_for_update=True,
+                          populate_existing=True)
         if row is not None:
             _advance(row, message, result_id, now)
     return []

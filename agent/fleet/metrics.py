@@ -1,22 +1,27 @@
 """The coordinator's Prometheus metrics, served at `/metrics` (docs/coordinator.md, "HTTP API and metrics").
 
 A collector on its own registry reads the store at each scrape: boards by state, fleet-job boards by state,
-open alerts, rejected messages by code, and the latest p50/p99 of every board × model × configuration. The
-service counts what ingest made of each message (`ingested`) in a counter on the same registry.
+open alerts, rejected messages by code, and the latest p50/p99 of every board × model × configuration (none of
+them while the database is unreachable: the scrape still answers). The service counts what ingest made of each
+message (`ingested`) and the database's outages (`database_down`, `database_back`) on the same registry, and
+says how many messages wait for it (`waiting`).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import logging
+from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import Alert, Board, FleetJobBoard, Measurement, RejectedMessage
 
+_log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_LABELS = ("device", "board_model", "model", "model_sha256", "backend", "precision", "threads",
                   "runtime_version", "batch")
@@ -29,7 +34,13 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        """The fleet as it stands now."""
+        """The fleet as it stands now (nothing while the database is unreachable)."""
+        try:
+            yield from list(self._read())
+        except SQLAlchemyError as error:
+            _log.debug("metrics without the store's gauges: %s", error)
+
+    def _read(self) -> Iterator[Metric]:
         with self.store.session() as session:
             boards = GaugeMetricFamily("edge_fleet_boards", "Boards by state (online/offline/unknown)",
                                        labels=["state"])
@@ -86,6 +97,29 @@ class CoordinatorMetrics:
                                  "them (stored/duplicate/seen/rejected)", ["outcome"], registry=self.registry)
         for outcome in ("stored", "duplicate", "seen", "rejected"):
             self._ingested.labels(outcome)
+        self._up = Gauge("edge_fleet_database_up", "1 while the coordinator can write to its database, 0 during "
+                         "an outage (messages then wait unacknowledged)", registry=self.registry)
+        self._up.set(1)
+        self._outages = Counter("edge_fleet_database_outages", "Times the database became unreachable",
+                                registry=self.registry)
+        self._outage_s = Counter("edge_fleet_database_outage_seconds", "Seconds the database was unreachable "
+                                 "(counted when each outage ends)", registry=self.registry)
+        self._waiting = Gauge("edge_fleet_messages_waiting", "Messages received and not yet stored (not "
+                              "acknowledged to the broker)", registry=self.registry)
+
+    def waiting(self, count: Callable[[], float]) -> None:
+        """Read the number of messages waiting from `count` at each scrape."""
+        self._waiting.set_function(count)
+
+    def database_down(self) -> None:
+        """An outage began."""
+        self._up.set(0)
+        self._outages.inc()
+
+    def database_back(self, seconds: float) -> None:
+        """The outage that began `seconds` ago ended."""
+        self._up.set(1)
+        self._outage_s.inc(seconds)
 
     def ingested(self, outcome: str) -> None:
         """Count one message by its ingest outcome."""

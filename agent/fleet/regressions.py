@@ -16,9 +16,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, select
 from sqlalchemy.orm import Session
 
 from agent.fleet.settings import RegressionSettings
@@ -100,20 +100,39 @@ def check_result(session: Session, result: StoredResult, settings: RegressionSet
     return [AlertRecord.of(alert) for alert in found]
 
 
+CONFIGURATION = ("board_model", "model_sha256", "backend", "precision", "threads", "runtime_version", "batch")
+_NEWEST: Dict[Tuple[Tuple[bool, ...], int], Any] = {}  # the baseline query per pattern of unknown values and size
+
+
+def _newest_query(unknown: Tuple[bool, ...], limit: int) -> Any:
+    """The newest earlier successful measurements of a configuration, stable ones first, so an empty answer
+    means the configuration was never measured before and the stable ones are the baseline. Built once per
+    pattern of unknown (NULL) values, whose comparison is `IS NULL`, with parameters for the rest."""
+    query = _NEWEST.get((unknown, limit))
+    if query is None:
+        same = [getattr(Measurement, name).is_(None) if null else getattr(Measurement, name) == bindparam(name)
+                for name, null in zip(CONFIGURATION, unknown)]
+        earlier = [Measurement.status == "ok", Measurement.id != bindparam("new_id"),
+                   Measurement.result_id != bindparam("new_result_id"), Measurement.ts <= bindparam("new_ts")]
+        stable_first = case((Measurement.stability == "stable", 0), else_=1)
+        query = _NEWEST[(unknown, limit)] = (select(Measurement).where(*same, *earlier)
+                                             .order_by(stable_first, Measurement.ts.desc(), Measurement.id.desc())
+                                             .limit(limit))
+    return query
+
+
 def _judge(session: Session, new: Measurement, settings: RegressionSettings, now: datetime) -> List[Alert]:
-    configuration = [_same(Measurement.board_model, new.board_model), _same(Measurement.model_sha256, new.model_sha256),
-                     _same(Measurement.backend, new.backend), _same(Measurement.precision, new.precision),
-                     _same(Measurement.threads, new.threads), _same(Measurement.runtime_version, new.runtime_version),
-                     _same(Measurement.batch, new.batch)]
-    earlier = [Measurement.status == "ok", Measurement.id != new.id, Measurement.result_id != new.result_id,
-               Measurement.ts <= new.ts]
-    if session.scalars(select(Measurement.id).where(*configuration, *earlier).limit(1)).first() is None:
+    values = {name: getattr(new, name) for name in CONFIGURATION}
+    query = _newest_query(tuple(value is None for value in values.values()), settings.baseline_results)
+    parameters = {name: value for name, value in values.items() if value is not None}
+    newest = list(session.scalars(query, {**parameters, "new_id": new.id, "new_result_id": new.result_id,
+                                          "new_ts": new.ts}))
+    if not newest:
+        earlier = [Measurement.status == "ok", Measurement.id != new.id, Measurement.result_id != new.result_id,
+                   Measurement.ts <= new.ts]
         change = _expected_change(session, new, earlier, now)
         return [change] if change else []
-    baseline = list(session.scalars(select(Measurement).where(*configuration, *earlier,
-                                                               Measurement.stability == "stable")
-                                    .order_by(Measurement.ts.desc(), Measurement.id.desc())
-                                    .limit(settings.baseline_results)))
+    baseline = [row for row in newest if row.stability == "stable"]
     if len(baseline) < settings.min_baseline:
         return []
     alerts = []

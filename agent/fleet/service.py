@@ -1,15 +1,16 @@
 """`edge-agent coordinator`: the fleet's long-running service (docs/coordinator.md, "The service").
 
 It subscribes (QoS 1, a persistent session, its own broker account) to every board's status, telemetry,
-events and results, and hands each message to `ingest` in order. A message is acknowledged to the broker
-only after its transaction committed: while the database is unreachable the message waits and is tried
-again, and a coordinator stopped meanwhile gets it again from the broker's session when it is back, so a
-database outage or a restart loses nothing. What ingest returns is then carried out: fleet-job commands
-owed to a board that came back online, and regression alerts published on `<root>/coordinator/alerts`.
-Fleet jobs made through the HTTP API (`dispatch`) are published to each board's own command topic. The
-HTTP API (agent/fleet/api.py) and the dashboard (agent/fleet/dashboard/) are served by uvicorn on a thread;
-the main loop expires job deadlines and
-keeps the systemd watchdog fed.
+events and results (as `$share/<group>/...` when several coordinators share the work, `[cluster]`), and
+hands the messages waiting, in order, to `ingest_batch`: up to `database.batch_max` of them in one
+transaction. A message is acknowledged to the broker only after its transaction committed: while the
+database is unreachable the messages wait and are tried again, and a coordinator stopped meanwhile gets
+them again from the broker's session when it is back, so a database outage or a restart loses nothing.
+What ingest returns is then carried out: fleet-job commands owed to a board that came back online, and
+regression alerts published on `<root>/coordinator/alerts`. Fleet jobs made through the HTTP API
+(`dispatch`) are published to each board's own command topic. The HTTP API (agent/fleet/api.py) and the
+dashboard (agent/fleet/dashboard/) are served by uvicorn on a thread; the main loop expires job deadlines
+and keeps the systemd watchdog fed.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agent.errors import StoreError
 from agent.fleet import jobs
 from agent.fleet.api import make_app
 from agent.fleet.dashboard.pages import add_dashboard
-from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest
+from agent.fleet.ingest import IngestSettings, Outcome, Retention, ingest_batch
 from agent.fleet.metrics import CoordinatorMetrics
 from agent.fleet.sessions import Sessions, session_key
 from agent.fleet.settings import CoordinatorConfig
@@ -58,6 +59,33 @@ class Received:
     qos: int
 
 
+def subscriptions(config: CoordinatorConfig) -> List[str]:
+    """The topic filters the coordinator subscribes to: every board's messages, shared with the other
+    coordinators of `cluster.share_group` when one is set (MQTT 5: each message goes to one of them)."""
+    share = config.cluster.share_group
+    prefix = f"$share/{share}/" if share else ""
+    return [f"{prefix}{config.mqtt.root}/+/{kind}" for kind in SUBSCRIBED_KINDS]
+
+
+def client_id(config: CoordinatorConfig) -> str:
+    """The coordinator's client id: its account and its instance name (the hostname unless set), so that
+    coordinators sharing one account keep their own persistent sessions."""
+    instance = config.cluster.instance or socket.gethostname()
+    return f"edge-coordinator-{config.mqtt.username or 'anonymous'}-{instance}"[:64]
+
+
+def conflicted(error: Exception) -> bool:
+    """Whether a failed transaction met another coordinator's on the same rows (a unique key both inserted, a
+    deadlock, a serialization failure): tried again, not counted as an outage."""
+    return isinstance(error, IntegrityError) or getattr(getattr(error, "orig", None), "sqlstate", None) in (
+        "40001", "40P01")
+
+
+def error_line(error: Exception) -> str:
+    """The first line of a database error's own message."""
+    return (str(getattr(error, "orig", None) or error).splitlines() or [""])[0]
+
+
 def alerts_topic(root: str) -> str:
     """Where the coordinator publishes regression alerts (no board may publish there: `coordinator` is an
     operator's name, never a device id)."""
@@ -81,7 +109,7 @@ class CoordinatorService:
         self.config = config
         self.settings = ingest_settings(config)
         self.notifier = notifier or Notifier()
-        self.store: Store = open_store(config.database.url)
+        self.store: Store = open_store(config.database.url, config.database.sqlite_busy_timeout_s)
         self.inbox = queue.Queue()  # type: queue.Queue[Received]
         self.stopping = threading.Event()
         self.connected = threading.Event()
@@ -91,6 +119,7 @@ class CoordinatorService:
         self._server: Any = None
         self._client: Any = None
         self._outage_since: Optional[float] = None
+        self._in_hand = 0  # the batch being stored
 
     # start and stop -------------------------------------------------------------------------------
 
@@ -108,6 +137,7 @@ class CoordinatorService:
     def start(self) -> None:
         """Connect to the broker (in the background: it may be down), serve the API, tell systemd READY."""
         self._metrics = CoordinatorMetrics(self.store)
+        self._metrics.waiting(self.waiting)
         self._client = self._new_client()
         self._serve_api()
         host, port = self.api_address or ("-", 0)
@@ -149,8 +179,8 @@ class CoordinatorService:
 
     def _new_client(self) -> Any:
         mqtt = self.config.mqtt
-        client = make_client(mqtt, f"edge-coordinator-{mqtt.username or 'anonymous'}-{socket.gethostname()}"[:64],
-                             mqtt.username, self.version5, manual_ack=True, persistent=True)
+        client = make_client(mqtt, client_id(self.config), mqtt.username, self.version5, manual_ack=True,
+                             persistent=True)
         client.max_inflight_messages_set(mqtt.inflight)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -165,8 +195,7 @@ class CoordinatorService:
         if reason.is_failure:
             _log.error("the broker refused the coordinator's connection: %s", reason)
             return
-        root = self.config.mqtt.root
-        client.subscribe([(f"{root}/+/{kind}", 1) for kind in SUBSCRIBED_KINDS])
+        client.subscribe([(topic, 1) for topic in subscriptions(self.config)])
         _log.info("connected to the broker at %s:%d", self.config.mqtt.host, self.config.mqtt.port)
         self.connected.set()
 
@@ -184,12 +213,9 @@ class CoordinatorService:
         """Ingest messages in order, expire job deadlines, feed the watchdog, until stopping."""
         next_watchdog = next_expiry = 0.0
         while not self.stopping.is_set():
-            try:
-                received: Optional[Received] = self.inbox.get(timeout=TICK_S)
-            except queue.Empty:
-                received = None
-            if received is not None:
-                self.take(received)
+            batch = self._waiting()
+            if batch:
+                self.take(batch)
             now = time.monotonic()
             if now >= next_expiry:
                 next_expiry = now + 1.0
@@ -198,37 +224,76 @@ class CoordinatorService:
                 next_watchdog = now + self.notifier.watchdog_s / 3
                 self.notifier.watchdog()
 
-    def take(self, received: Received) -> None:
-        """Ingest one message, retrying while the database is down; then acknowledge it and carry out
-        what it asked for. A message still unstored when the service stops is not acknowledged."""
+    def _waiting(self) -> List[Received]:
+        """The messages waiting, oldest first, at most `batch_max` (waiting up to a tick for the first)."""
+        try:
+            batch = [self.inbox.get(timeout=TICK_S)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.config.database.batch_max:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def take(self, batch: Sequence[Received]) -> None:
+        """Ingest messages in one transaction, retrying while the database is down; then acknowledge each and
+        carry out what it asked for. Messages still unstored when the service stops are not acknowledged."""
         backoff = Backoff(0.2, 10.0)
+        messages = [(received.topic, received.payload) for received in batch]
+        self._in_hand = len(batch)
         while True:
-            outcome = self._guarded(lambda: ingest(self.store, received.topic, received.payload, self.settings))
-            if outcome is not None or self.stopping.is_set():
+            outcomes = self._guarded(lambda: ingest_batch(self.store, messages, self.settings))
+            if outcomes is not None or self.stopping.is_set():
                 break
             if self.notifier.watchdog_s:
                 self.notifier.watchdog()
             self.stopping.wait(backoff.next())
-        if outcome is None:
+        self._in_hand = 0
+        if outcomes is None:
             return
-        self._client.ack(received.mid, received.qos)
-        self._metrics.ingested(outcome.outcome)
-        self._carry_out(outcome)
+        for received, outcome in zip(batch, outcomes):
+            self._client.ack(received.mid, received.qos)
+            self._metrics.ingested(outcome.outcome)
+            self._carry_out(outcome)
 
     def _guarded(self, work: Any) -> Any:
-        """`work()`, or None while the database is unreachable (said once per outage, and when it ends)."""
+        """`work()`, or None while the database is unreachable (said once per outage, and when it ends: in the
+        log, in the metrics and as a `database_outage` alert on MQTT)."""
         try:
             value = work()
         except (SQLAlchemyError, StoreError) as error:
+            if conflicted(error):
+                _log.warning("a transaction met another coordinator's (%s); trying it again", error_line(error))
+                return None
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
-                _log.error("the database is unavailable (%s); messages wait and are tried again",
-                           str(getattr(error, "orig", None) or error).splitlines()[0])
+                reason = error_line(error)
+                _log.error("the database is unavailable (%s); messages wait and are tried again", reason)
+                self._metrics.database_down()
+                self._outage_alert("open", f"the database is unavailable ({reason[:200]}); messages wait "
+                                           "unacknowledged and are tried again")
             return None
         if self._outage_since is not None:
-            _log.warning("the database is back after %.1f s", time.monotonic() - self._outage_since)
+            seconds = time.monotonic() - self._outage_since
+            _log.warning("the database is back after %.1f s", seconds)
+            self._metrics.database_back(seconds)
+            self._outage_alert("resolved", f"the database is back after {seconds:.1f} s; nothing was lost",
+                               seconds)
             self._outage_since = None
         return value
+
+    def _outage_alert(self, state: str, message: str, seconds: Optional[float] = None) -> None:
+        """Publish a `database_outage` alert (`open` when it starts, `resolved` when it ends)."""
+        document = {"schema": ALERT_SCHEMA, "ts": utc_now(), "kind": "database_outage", "state": state,
+                    "coordinator": client_id(self.config), "waiting": self.waiting(), "duration_s": seconds,
+                    "message": message}
+        self._client.publish(alerts_topic(self.config.mqtt.root), json.dumps(document), qos=1)
+
+    def waiting(self) -> int:
+        """Messages received and not yet stored (so not acknowledged)."""
+        return self.inbox.qsize() + self._in_hand
 
     def _carry_out(self, outcome: Outcome) -> None:
         """Publish what a message made due: commands for a board back online, regression alerts."""

@@ -1,7 +1,7 @@
 """The coordinator's settings: /etc/edge-agent/coordinator.toml (sample: deploy/coordinator.toml).
 
-Sections `[mqtt]` (the agent's `MqttSettings`; the username defaults to `coordinator`), `[database]`,
-`[api]`, `[dashboard]`, `[regressions]` and `[jobs]`, each key overridable by
+Sections `[mqtt]` (the agent's `MqttSettings`; the username defaults to `coordinator`), `[cluster]`,
+`[database]`, `[api]`, `[dashboard]`, `[regressions]` and `[jobs]`, each key overridable by
 `EDGE_COORDINATOR_<SECTION>_<KEY>`, checked
 like the agent's file (agent/config.py): an unknown section or key, or a bad value, is one ConfigError line.
 API tokens are stored as their SHA-256 only (`edge-agent coordinator hash-token` makes one).
@@ -22,6 +22,7 @@ from agent.config import (
     boolean,
     choice,
     integer,
+    name_problem,
     number,
     parse_section,
     read_toml,
@@ -46,6 +47,24 @@ class DatabaseSettings:
     telemetry_max_age_s: float = setting(7 * 86400.0, number(0, 10 * 365 * 86400.0))  # 0: no age bound
     telemetry_max_count: int = setting(10_000, integer(0, 10 ** 9))  # per board; 0: no count bound
     max_payload_bytes: int = setting(4 * 1024 * 1024, integer(1024, 64 * 1024 * 1024))
+    batch_max: int = setting(200, integer(1, 10_000))  # messages waiting are stored in one transaction, up to this
+    sqlite_busy_timeout_s: float = setting(10.0, number(0.1, 3600))  # a write waits this long for another writer
+
+
+def _optional_name(key: str, value: Any, from_env: bool) -> str:
+    """Empty, or one topic level / client id part (`agent.config.name_problem`)."""
+    problem = None if value == "" else name_problem(value, "name")
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster]: several coordinators sharing one database and the boards' messages (docs/fleet.md)."""
+
+    share_group: str = setting("", _optional_name)  # subscribe as $share/<group>/...: each message to one of them
+    instance: str = setting("", _optional_name)  # this coordinator's name in its client id; empty: the hostname
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class CoordinatorConfig:
     """Every setting of the coordinator, checked; `source` is the file it came from (None: defaults only)."""
 
     mqtt: MqttSettings = MqttSettings(username="coordinator")
+    cluster: ClusterSettings = ClusterSettings()
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     dashboard: DashboardSettings = DashboardSettings()
@@ -135,9 +155,9 @@ class CoordinatorConfig:
     source: Optional[Path] = None
 
 
-_SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "database": DatabaseSettings, "api": ApiSettings,
-                                   "dashboard": DashboardSettings, "regressions": RegressionSettings,
-                                   "jobs": JobSettings}
+_SECTION_TYPES: Dict[str, type] = {"mqtt": MqttSettings, "cluster": ClusterSettings, "database": DatabaseSettings,
+                                   "api": ApiSettings, "dashboard": DashboardSettings,
+                                   "regressions": RegressionSettings, "jobs": JobSettings}
 
 
 def local_state() -> Path:

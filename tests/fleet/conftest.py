@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the coordinator extra (SQLAlchemy, Alembic, psycopg) is not installed")
 
+from support.broker import Broker  # noqa: E402
 from support.cli import QUICK, run_cli  # noqa: E402
 from support.fleet import ORIN, RealReports  # noqa: E402
 from support.postgres import PostgresServer, postgres_bin  # noqa: E402
@@ -20,6 +21,13 @@ from agent.device.detect import device_section  # noqa: E402
 from agent.fleet.store.database import Store, open_store  # noqa: E402
 from agent.jobs.measure import run_measure  # noqa: E402
 from agent.measure.plan import MeasureRequest  # noqa: E402
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh Mosquitto on 127.0.0.1 (tests that need one without its own fixture)."""
+    with Broker(tmp_path / "broker") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

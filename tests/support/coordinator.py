@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from support.agent import toml_value
 from support.broker import Broker, free_port
@@ -152,3 +152,33 @@ def served_api(app: Any) -> Iterator[Api]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def ingested(service: CoordinatorProcess, outcome: str) -> float:
+    """The service's `edge_fleet_messages_ingested_total{outcome}` (since it started), from /metrics."""
+    for line in service.api.text("/metrics").splitlines():
+        if line.startswith("edge_fleet_messages_ingested_total{") and f'outcome="{outcome}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def stored_results(store: Any) -> Set[Tuple[str, str]]:
+    """Every stored result's (device id, command id), read from the database itself (an open `Store`)."""
+    from sqlalchemy import select
+
+    from agent.fleet.store.models import StoredResult
+
+    with store.session() as session:
+        return {(row.device_id, row.command_id)
+                for row in session.execute(select(StoredResult.device_id, StoredResult.command_id))}
+
+
+def board_states(service: CoordinatorProcess) -> Dict[str, str]:
+    """Each board's state (online, offline) as the coordinator's API has it."""
+    return {board["device_id"]: board["state"] for board in service.api.get("/api/v1/boards")["boards"]}
+
+
+def finished_job(service: CoordinatorProcess, job_id: str) -> Any:
+    """The fleet job once it is finished (every board in a final state), else None."""
+    job = service.api.get(f"/api/v1/jobs/{job_id}")
+    return job if job["finished"] else None

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from agent import __version__
 from agent.mqtt.messages import utc_now
@@ -75,3 +76,17 @@ def variant(result: Dict[str, Any], factor: float, runtime_version: Any = None) 
         if runtime_version is not None:
             report["backend"]["version"] = runtime_version
     return document
+
+
+def publish_results(client: Any, devices: List[str], reports: List[Dict[str, Any]], count: int,
+                    every_s: float = 0.0) -> Set[Tuple[str, str]]:
+    """`count` done bench results carrying `reports`, from `devices` in turn, published QoS 1 through a connected
+    `agent.fleet.client.Coordinator` and each acknowledged by the broker; their (device id, command id)."""
+    sent = set()
+    for index in range(count):
+        device, command_id = devices[index % len(devices)], uuid.uuid4().hex
+        topic, payload = bench_result(device, reports, command_id, seconds=index)
+        client.client.publish(topic, payload, qos=1).wait_for_publish(10)
+        sent.add((device, command_id))
+        time.sleep(every_s)
+    return sent

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,13 @@ def database_url(target: Union[str, Path]) -> URL:
     return url
 
 
-def open_store(target: Union[str, Path]) -> Store:
-    """Open (creating or upgrading its schema to the newest migration) the database at a path or URL."""
+def open_store(target: Union[str, Path], sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Store:
+    """Open (creating or upgrading its schema to the newest migration) the database at a path or URL. On SQLite,
+    a write waits up to `sqlite_busy_timeout_s` for another writer before it fails ("database is locked")."""
     url = database_url(target)
     engine = create_engine(url)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, int(sqlite_busy_timeout_s * 1000)))
     try:
         with engine.begin() as connection:
             config = Config()
@@ -85,9 +87,9 @@ def open_store(target: Union[str, Path]) -> Store:
     return Store(engine, sessionmaker(engine, expire_on_commit=False))
 
 
-def _sqlite_pragmas(connection: Any, record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int, connection: Any, record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.close()

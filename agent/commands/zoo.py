@@ -19,6 +19,8 @@ def register(commands: Any) -> None:
     zoo.add_argument("--resnet", action="store_true",
                      help="also ResNet-50 and ResNet-101 at batch 8, FP32 vs INT8 made on the device (minutes)")
     zoo.add_argument("--batch", type=positive_int, default=8, help="the ResNets' batch (default 8)")
+    zoo.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                     help="what runs the ResNets' FP32 and INT8 (default onnxruntime; tensorrt on a Jetson)")
     zoo.add_argument("--warmup", default="3", metavar="N|Ss", help="warm-up calls or seconds (default 3)")
     zoo.add_argument("--iterations", type=positive_int, default=20, metavar="N",
                      help="measure at least N calls (default 20)")
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from agent.jobs.zoo import ZooRequest, render_zoo, run_zoo
     from agent.measure.latency import Warmup
 
-    request = ZooRequest(names=args.only, latency=not args.static, resnet=args.resnet, batch=args.batch,
+    request = ZooRequest(names=args.only, latency=not args.static, resnet=args.resnet, backend=args.backend,
+                         batch=args.batch,
                          warmup=Warmup.parse(args.warmup), iterations=args.iterations, min_seconds=args.min_seconds)
     progress = Progress()
     try:

@@ -43,6 +43,7 @@ class ZooRequest:
     names: Optional[List[str]] = None
     latency: bool = True
     resnet: bool = False
+    backend: str = "onnxruntime"  # what runs the ResNets' FP32 and derived INT8 (tensorrt on a Jetson)
     batch: int = 8
     calibration: int = 16
     warmup: Warmup = Warmup(3)
@@ -112,7 +113,8 @@ def _only(reports: List[Report]) -> Report:
 
 def resnet_row(depth: int, folder: Path, request: ZooRequest, device: DeviceSection,
                on_start: Optional[StartHandler], on_progress: Optional[ProgressHandler]) -> Dict[str, Any]:
-    """ResNet-`depth` at `request.batch`: FP32 and on-device INT8 on ONNX Runtime, fidelity, the speed-up."""
+    """ResNet-`depth` at `request.batch`: FP32 and INT8 made on the device, on `request.backend` (ONNX Runtime by
+    default; TensorRT builds both engines, INT8 calibrated on the bundle's data), fidelity, the speed-up."""
     published = next(row for row in TENSORRT if row.depth == depth)
     net = resnet(depth, batch=1)
     target = folder / net.name
@@ -126,7 +128,7 @@ def resnet_row(depth: int, folder: Path, request: ZooRequest, device: DeviceSect
                [TensorSpec("logits", ("batch", 1000))], path, {"calibration": (calibration, None)},
                {"generator": f"edge-agent {__version__} zoo", "seed": 0,
                 "notes": "seeded He-normal weights, identity BatchNorm; calibration: N(0, 1) images"})
-    settings = MeasureRequest(model=str(target), backends=["onnxruntime"], derive=True, precisions=["fp32", "int8"],
+    settings = MeasureRequest(model=str(target), backends=[request.backend], derive=True, precisions=["fp32", "int8"],
                               batch=[request.batch], warmup=request.warmup, iterations=request.iterations,
                               min_seconds=request.min_seconds)
     reports = {r.model.get("precision"): r for r in run_measure(settings, device, on_start, on_progress)}
@@ -135,7 +137,7 @@ def resnet_row(depth: int, folder: Path, request: ZooRequest, device: DeviceSect
     return {"name": published.name, "batch": request.batch,
             **counts(static_profile(path, {"input": [request.batch, 3, 224, 224]}), net.macs * request.batch),
             "fp32_ms": fp32_ms, "int8_ms": int8_ms, "stability": {"fp32": _verdict(fp32), "int8": _verdict(int8)},
-            "speedup": round(fp32_ms / int8_ms, 3),
+            "speedup": round(fp32_ms / int8_ms, 3), "backend": request.backend,
             "threads": threads_of(fp32),
             "fidelity": int8.fidelity, "published": dataclasses.asdict(published)}
 

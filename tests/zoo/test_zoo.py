@@ -3,6 +3,7 @@ against the builder's own count; `edge-agent zoo` prints them, and times one on 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -55,3 +56,12 @@ def test_the_zoo_times_a_network_at_one_and_the_default_threads() -> None:
     line = next(line for line in result.stdout.splitlines() if line.startswith("MobileNet V2 "))
     cells = line.split()
     assert float(cells[-3].rstrip("*")) > 0 and float(cells[-2].rstrip("*")) > 0 and cells[-1] == "80"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_the_resnet_table_through_tensorrt_says_in_one_line_why_it_cannot_run_here() -> None:
+    """The TensorRT table (scripts/jetson-selftest runs it on a Jetson) asks the tensorrt backend for both
+    engines; where TensorRT is missing it stops at once with the backend's reason."""
+    result = run_cli("zoo", "--resnet", "--backend", "tensorrt", "--only", "MobileNet V2", "--static")
+    assert result.code == 6, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "tensorrt is unavailable" in result.stderr

@@ -20,7 +20,7 @@ import math
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, Optional, TypeVar
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
@@ -41,6 +41,7 @@ from agent.fleet.store.database import Store
 from agent.mqtt.schema import COMMANDS
 
 HERE = Path(__file__).parent
+Shown = TypeVar("Shown")
 SENT_COMMANDS = ("bench", "eval", "profile", "select", "info", "ping")  # what the job form offers
 BACKENDS = ("onnxruntime", "tflite", "tensorrt", "auto")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -246,10 +247,8 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.get("/boards/{device_id}", include_in_schema=False)
     def board(request: Request, device_id: str) -> Response:
         login = session(request)
-        found = views.board_page(store, device_id)
-        if found is None:
-            raise PageError(404, f"unknown board {device_id!r}")
-        return render(request, "board.html", login, view=found)
+        return render(request, "board.html", login,
+                      view=_known(views.board_page(store, device_id), f"unknown board {device_id!r}"))
 
     @app.get("/models", include_in_schema=False)
     def model_list(request: Request) -> Response:
@@ -258,27 +257,22 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.get("/models/{sha256}", include_in_schema=False)
     def model(request: Request, sha256: str) -> Response:
         login = session(request)
-        found = views.model_page(store, sha256)
-        if found is None:
-            raise PageError(404, f"no measurement of model {sha256!r}")
-        return render(request, "model.html", login, view=found)
+        return render(request, "model.html", login,
+                      view=_known(views.model_page(store, sha256), f"no measurement of model {sha256!r}"))
 
     @app.get("/compare", include_in_schema=False)
     def compare(request: Request, a: int = 0, b: int = 0) -> Response:
         login = session(request)
         if not (a and b):
             raise PageError(422, "choose two measurements (A and B) on a model's or a board's page")
-        found = views.compare(store, a, b)
-        if found is None:
-            raise PageError(404, f"no measurement {a} or {b}")
-        return render(request, "compare.html", login, view=found)
+        return render(request, "compare.html", login,
+                      view=_known(views.compare(store, a, b), f"no measurement {a} or {b}"))
 
     @app.get("/results/{device_id}/{command_id}", include_in_schema=False)
     def result(request: Request, device_id: str, command_id: str) -> Response:
         login = session(request)
-        found = views.result_page(store, device_id, command_id)
-        if found is None:
-            raise PageError(404, f"no result of command {command_id!r} from board {device_id!r}")
+        found = _known(views.result_page(store, device_id, command_id),
+                       f"no result of command {command_id!r} from board {device_id!r}")
         return render(request, "result.html", login, view=found)
 
     @app.get("/alerts", include_in_schema=False)
@@ -333,10 +327,8 @@ def add_dashboard(app: FastAPI, store: Store, sessions: Sessions, dispatch: Opti
     @app.get("/jobs/{job_id}", include_in_schema=False)
     def job(request: Request, job_id: str) -> Response:
         login = session(request)
-        found = jobs.get_job(store, job_id)
-        if found is None:
-            raise PageError(404, f"unknown job {job_id!r}")
-        return render(request, "job.html", login, job=found, document=found.to_dict())
+        found = _known(jobs.get_job(store, job_id), f"unknown job {job_id!r}")
+        return render(request, "job.html", login, job=found)
 
     @app.get("/jobs/{job_id}/stream", include_in_schema=False)
     async def job_stream(request: Request, job_id: str) -> Response:
@@ -404,6 +396,13 @@ def _job_args(cmd: str, fields: Dict[str, str]) -> Dict[str, Any]:
             raise PageError(422, f"{name}: {value!r} is not a finite number")
         args[name] = number
     return args
+
+
+def _known(found: Optional[Shown], missing: str) -> Shown:
+    """What a page shows, or a 404 page saying what is missing."""
+    if found is None:
+        raise PageError(404, missing)
+    return found
 
 
 def _local(target: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import selectinload
 
 from agent.fleet import queries
 from agent.fleet.jobs import FINAL_STATES
-from agent.fleet.reports import lookup, number, text
+from agent.fleet.reports import Measured, lookup, number, text
 from agent.fleet.store.database import Store
 from agent.fleet.store.models import (
     Board,
@@ -188,30 +188,15 @@ class Series:
 
 
 @dataclass(frozen=True)
-class MeasurementRow:
-    """A measurement with where it came from, as the result lists and the comparison show it."""
+class MeasurementRow(Measured):
+    """A measurement (its configuration and measures, as ingest pulled them from the report) with where it came
+    from, as the result lists and the comparison show it."""
 
     id: int
     device_id: str
     command_id: str
     cmd: str
     ts: datetime
-    model_name: Optional[str]
-    model_sha256: Optional[str]
-    backend: Optional[str]
-    precision: Optional[str]
-    threads: Optional[int]
-    batch: Optional[int]
-    status: Optional[str]
-    p50_ms: Optional[float]
-    p99_ms: Optional[float]
-    throughput_per_s: Optional[float]
-    peak_rss_mb: Optional[float]
-    top1: Optional[float]
-    top1_agreement: Optional[float]
-    stability: Optional[str]
-    runtime_version: Optional[str]
-    board_model: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -322,11 +307,9 @@ def _memory(samples: Sequence[Dict[str, Any]]) -> List[Series]:
 
 
 def _measurement_row(row: Measurement, result: StoredResult) -> MeasurementRow:
-    return MeasurementRow(row.id, row.device_id, result.command_id, result.cmd, row.ts, row.model_name,
-                          row.model_sha256,
-                          row.backend, row.precision, row.threads, row.batch, row.status, row.p50_ms, row.p99_ms,
-                          row.throughput_per_s, row.peak_rss_mb, row.top1, row.top1_agreement, row.stability,
-                          row.runtime_version, row.board_model)
+    measured = {item.name: getattr(row, item.name) for item in fields(Measured)}
+    return MeasurementRow(**measured, id=row.id, device_id=row.device_id, command_id=result.command_id,
+                          cmd=result.cmd, ts=row.ts)
 
 
 def _results(session: Any, device_id: str) -> List[ResultRow]:

@@ -8,25 +8,30 @@ heard from, and a result is stored once per (device id, command id), with one `M
 it carries and the board's hardware and runtimes from its device section or `info` report. Anything
 refused is recorded as a `RejectedMessage` with a one-line reason; nothing a board sends raises. The
 returned `Outcome` says which of these happened (docs/coordinator.md, "Store and ingest").
+
+`ingest_batch` stores many messages in one transaction and, set-based, in a few statements per batch: one
+insert for the boards first heard from, one for the telemetry, one for the results (`ON CONFLICT DO NOTHING
+RETURNING`: a replay is absorbed by the unique key), one for their measurements, one upsert of the latest
+measurements, one baseline query per configuration (agent/fleet/regressions.py) and one read of the fleet-job
+rows the batch moves. What it stores is what storing the messages one by one in arrival order would store
+(tests/fleet/test_ingest_batch.py holds the two together).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from agent.errors import ProtocolError
 from agent.fleet import jobs, regressions, reports
 from agent.fleet.settings import RegressionSettings
 from agent.fleet.store import latest
-from agent.fleet.store.database import Store
+from agent.fleet.store.database import Store, dialect_insert
 from agent.fleet.store.models import (
-    Base,
     Board,
     BoardRuntime,
     Measurement,
@@ -91,6 +96,18 @@ class Rejected(Exception):
         self.code, self.reason = code, reason
 
 
+@dataclass(frozen=True, eq=False)
+class Checked:
+    """A message that passed the checks: its topic's kind and device, the message, its `ts`, its bytes. Each is
+    itself (equal and hashed by identity): a batch may hold the same message twice, a replay."""
+
+    kind: str
+    device: str
+    message: Message
+    ts: datetime
+    payload: bytes
+
+
 def ingest(store: Store, topic: str, payload: bytes, settings: IngestSettings = IngestSettings(),
            received_at: Optional[datetime] = None) -> Outcome:
     """Store one message a board published on `topic` (or record why not) and say what became of it."""
@@ -99,53 +116,78 @@ def ingest(store: Store, topic: str, payload: bytes, settings: IngestSettings = 
 
 def ingest_batch(store: Store, messages: Sequence[Tuple[str, bytes]], settings: IngestSettings = IngestSettings(),
                  received_at: Optional[datetime] = None) -> List[Outcome]:
-    """Store several messages in arrival order in one transaction (one commit for all: what makes ingest fast)
-    and say what became of each; when the transaction fails, none of them is stored."""
+    """Store several messages in one transaction, as storing them one by one in arrival order would, and say what
+    became of each; when the transaction fails, none of them is stored. Set-based (what makes ingest fast): a few
+    statements per batch and kind of message, not per message."""
     now = received_at or datetime.now(timezone.utc)
+    checked: List[Union[Checked, Rejected]] = []
+    for topic, payload in messages:
+        try:
+            checked.append(_checked(topic, payload, settings))
+        except Rejected as refusal:
+            checked.append(refusal)
+    accepted = [item for item in checked if isinstance(item, Checked)]
     with store.session() as session:
-        boards = _lock_boards(session, messages, settings.root)
-        return [_ingest_one(session, boards, topic, payload, settings, now) for topic, payload in messages]
+        session.add_all(RejectedMessage(topic=_printable(topic), code=item.code, reason=item.reason, received_at=now,
+                                        size=len(payload))
+                        for (topic, payload), item in zip(messages, checked) if isinstance(item, Rejected))
+        boards = _lock_boards(session, sorted({item.device for item in accepted}), now)
+        for item in accepted:
+            _presence(boards[item.device], item.message, now)
+        _store_telemetry(session, [item for item in accepted if isinstance(item.message, Telemetry)],
+                         settings.retention, now)
+        stored = _store_results(session, boards, [item for item in accepted if isinstance(item.message, Result)], now)
+        alerts = regressions.check_results(session, [row for new in stored.values() for row in new.measurements],
+                                           settings.regressions, now)
+        tracked = [item for item in accepted if not isinstance(item.message, Result) or item in stored]
+        sends = jobs.track(session, [(item.message, stored[item].id if item in stored else None) for item in tracked],
+                           settings.root, now)
+        owed = {item: tuple(due) for item, due in zip(tracked, sends)}
+    return [_outcome(item, stored, owed, alerts) for item in checked]
 
 
-def _lock_boards(session: Session, messages: Sequence[Tuple[str, bytes]], root: str) -> Dict[str, Board]:
-    """The known boards the messages' topics name, loaded in one query and, on PostgreSQL, locked in the order
-    of their ids: every row a message changes belongs to its board, so coordinators sharing the database take
-    their locks in one order and never deadlock. Held here: the session's identity map keeps only what
-    something references."""
-    prefix = root + "/"
-    named = {topic[len(prefix):].split("/", 1)[0] for topic, _ in messages if topic.startswith(prefix)}
-    query = select(Board).where(Board.device_id.in_(sorted(named))).order_by(Board.device_id).with_for_update()
+def _outcome(item: Union[Checked, Rejected], stored: Dict[Checked, NewResult],
+             owed: Dict[Checked, Tuple[jobs.Send, ...]], alerts: Sequence[regressions.AlertRecord]) -> Outcome:
+    """What became of one message of a batch."""
+    if isinstance(item, Rejected):
+        return Outcome("rejected", code=item.code, reason=item.reason)
+    if item.kind == "result" and item not in stored:
+        return Outcome("duplicate", item.kind, item.device)
+    raised = tuple(alert for alert in alerts if item in stored and alert.result_id == stored[item].id)
+    return Outcome("seen" if item.kind == "event" else "stored", item.kind, item.device, sends=owed[item],
+                   alerts=raised)
+
+
+def _lock_boards(session: Session, devices: Sequence[str], now: datetime) -> Dict[str, Board]:
+    """The boards of a batch, created at their first message, loaded in one query and, on PostgreSQL, locked in
+    the order of their ids: every row a message changes belongs to its board, so coordinators sharing the
+    database take their locks in one order and never deadlock."""
+    if not devices:
+        return {}
+    table: Any = Board.__table__
+    session.execute(dialect_insert(session, table).on_conflict_do_nothing(index_elements=[table.c.device_id]),
+                    [{"device_id": device, "last_seen": now, "groups": []} for device in devices])
+    query = select(Board).where(Board.device_id.in_(devices)).order_by(Board.device_id).with_for_update()
     return {board.device_id: board for board in session.scalars(query)}
 
 
-def _ingest_one(session: Session, boards: Dict[str, Board], topic: str, payload: bytes, settings: IngestSettings,
-                now: datetime) -> Outcome:
-    """One message in the batch's transaction (`boards`: the batch's boards loaded so far)."""
-    try:
-        kind, device, message, ts = _checked(topic, payload, settings)
-    except Rejected as refusal:
-        session.add(RejectedMessage(topic=_printable(topic), code=refusal.code, reason=refusal.reason,
-                                    received_at=now, size=len(payload)))
-        return Outcome("rejected", code=refusal.code, reason=refusal.reason)
-    board = boards.get(device) or boards.setdefault(device, _board(session, device, now))
+def _presence(board: Board, message: Message, now: datetime) -> None:
+    """What any message says of its board: heard from now; a status also its state, version, groups, platform."""
     if isinstance(message, Status):
         _status(board, message, now)
     else:
         board.last_seen = max(board.last_seen, now)
-    if isinstance(message, Telemetry):
-        session.add(TelemetrySample(device_id=device, ts=ts, received_at=now, job=reports.text(message.job, 128),
-                                    payload=payload.decode("utf-8")))
-        session.flush()
-        prune_telemetry(session, device, settings.retention, now)
-    stored: Optional[StoredResult] = None
-    alerts: List[regressions.AlertRecord] = []
-    if isinstance(message, Result):
-        stored = _result(session, board, message, ts, now, payload)
-        if stored is None:
-            return Outcome("duplicate", kind, device)
-        alerts = regressions.check_result(session, stored, settings.regressions, now)
-    sends = jobs.track(session, message, stored.id if stored else None, settings.root, now)
-    return Outcome("seen" if kind == "event" else "stored", kind, device, sends=tuple(sends), alerts=tuple(alerts))
+
+
+def _store_telemetry(session: Session, items: Sequence[Checked], retention: Retention, now: datetime) -> None:
+    """Add the telemetry samples, then prune each of their boards to the retention."""
+    if not items:
+        return
+    session.execute(insert(TelemetrySample), [
+        {"device_id": item.device, "ts": item.ts, "received_at": now, "job": reports.text(item.message.job, 128),
+         "payload": item.payload.decode("utf-8")} for item in items if isinstance(item.message, Telemetry)])
+    for device in sorted({item.device for item in items}):
+        prune_telemetry(session, device, retention, now)
 
 
 def prune_telemetry(session: Session, device_id: str, retention: Retention, now: datetime) -> None:
@@ -160,8 +202,8 @@ def prune_telemetry(session: Session, device_id: str, retention: Retention, now:
         session.execute(delete(TelemetrySample).where(TelemetrySample.id.in_(beyond)))
 
 
-def _checked(topic: str, payload: bytes, settings: IngestSettings) -> Tuple[str, str, Message, datetime]:
-    """The topic's kind and device, the decoded message and its time, or `Rejected`."""
+def _checked(topic: str, payload: bytes, settings: IngestSettings) -> Checked:
+    """The message with its topic's kind and device, decoded and checked, or `Rejected`."""
     if len(payload) > settings.max_payload_bytes:
         raise Rejected("too_large", f"payload of {len(payload)} bytes exceeds the "
                                     f"{settings.max_payload_bytes}-byte limit")
@@ -182,7 +224,7 @@ def _checked(topic: str, payload: bytes, settings: IngestSettings) -> Tuple[str,
         raise Rejected("device_mismatch", f"the payload's device {str(message.device)[:80]!r} is not the "
                                           f"topic's {device!r}")
     _check_fields(message)
-    return kind, device, message, _timestamp(message.ts)
+    return Checked(kind, device, message, _timestamp(message.ts), payload)
 
 
 def _check_fields(message: Message) -> None:
@@ -216,26 +258,6 @@ def _printable(topic: str) -> str:
     return reports.text(topic) or repr(topic)[:reports.TEXT_LIMIT]
 
 
-def _board(session: Session, device_id: str, now: datetime) -> Board:
-    """The board's row, created at its first message."""
-    board = session.get(Board, device_id)
-    if board is None:
-        _insert_once(session, Board(device_id=device_id, last_seen=now, groups=[]))
-        board = session.get(Board, device_id)
-        assert board is not None  # inserted here or by another coordinator a moment ago
-    return board
-
-
-def _insert_once(session: Session, row: Base) -> bool:
-    """Insert `row` unless a unique key already holds it (another coordinator's, or a replay)."""
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        return False
-    return True
-
-
 def _status(board: Board, status: Status, now: datetime) -> None:
     """Presence from a retained status. An `offline` may be the broker's last will, sent for a board that
     is gone: it changes the state, not when the board was last heard from."""
@@ -247,18 +269,55 @@ def _status(board: Board, status: Status, now: datetime) -> None:
     board.platform = reports.text(reports.lookup(status.platform, "summary"))
 
 
-def _result(session: Session, board: Board, result: Result, ts: datetime, now: datetime,
-            payload: bytes) -> Optional[StoredResult]:
-    """Store a result once: None when (device, command id) is stored already (a replay); only a new
-    result describes its board."""
-    row = StoredResult(device_id=board.device_id, command_id=result.command_id, cmd=result.cmd, status=result.status,
-                       code=reports.text(result.code, 64), ts=ts, received_at=now, payload=payload.decode("utf-8"))
-    if result.cmd in MEASUREMENT_COMMANDS:
-        row.measurements = [Measurement(device_id=board.device_id, ts=ts, **asdict(item))
-                            for item in reports.measurements(result.report)]
-    if not _insert_once(session, row):
-        return None
-    latest.record(session, row.measurements)
+@dataclass(frozen=True)
+class NewResult:
+    """A result this batch stored: its row's id and its measurements (with their ids)."""
+
+    id: int
+    measurements: List[Measurement]
+
+
+def _store_results(session: Session, boards: Dict[str, Board], items: Sequence[Checked],
+                   now: datetime) -> Dict[Checked, NewResult]:
+    """Store each result once (a result whose (device, command id) is stored already, or came earlier in the batch,
+    is a replay), with its measurements and the latest of their configurations; only a new result describes its
+    board. Keyed by the batch's item."""
+    first: Dict[Tuple[str, str], Tuple[Checked, Result]] = {}
+    for item in items:
+        if isinstance(item.message, Result):
+            first.setdefault((item.device, item.message.command_id), (item, item.message))
+    if not first:
+        return {}
+    table: Any = StoredResult.__table__
+    rows = [{"device_id": item.device, "command_id": result.command_id, "cmd": result.cmd, "status": result.status,
+             "code": reports.text(result.code, 64), "ts": item.ts, "received_at": now,
+             "payload": item.payload.decode("utf-8")} for item, result in first.values()]
+    statement = (dialect_insert(session, table).on_conflict_do_nothing(
+        index_elements=[table.c.device_id, table.c.command_id])
+        .returning(table.c.id, table.c.device_id, table.c.command_id))
+    ids: Dict[Tuple[str, str], int] = {(row.device_id, row.command_id): row.id
+                                       for row in session.execute(statement, rows)}
+    new = [(item, result, NewResult(ids[key], [])) for key, (item, result) in first.items() if key in ids]
+    measured = [{"result_id": stored.id, "device_id": item.device, "ts": item.ts, **reports.columns(found)}
+                for item, result, stored in new if result.cmd in MEASUREMENT_COMMANDS
+                for found in reports.measurements(result.report)]
+    if measured:
+        measurements: Any = Measurement.__table__
+        returned = session.execute(insert(measurements).returning(
+            measurements.c.id, measurements.c.result_id, measurements.c.position), measured)
+        ids_of = {(result_id, position): measurement_id for measurement_id, result_id, position in returned}
+        by_result = {stored.id: stored for _, _, stored in new}
+        for row in measured:
+            by_result[row["result_id"]].measurements.append(
+                Measurement(id=ids_of[row["result_id"], row["position"]], **row))
+    latest.record(session, [row for _, _, stored in new for row in stored.measurements])
+    for item, result, _ in new:
+        _describe(boards[item.device], result, item.ts)
+    return {item: stored for item, _, stored in new}
+
+
+def _describe(board: Board, result: Result, ts: datetime) -> None:
+    """The board's hardware from a measurement's report or an `info` report, and its runtimes from the latter."""
     if result.cmd in MEASUREMENT_COMMANDS:
         first = reports.lookup(result.report, "reports")
         _hardware(board, reports.lookup(first[0], "device") if isinstance(first, list) and first else None, ts)
@@ -266,8 +325,7 @@ def _result(session: Session, board: Board, result: Result, ts: datetime, now: d
         _hardware(board, reports.lookup(result.report, "device"), ts)
         listed = reports.runtimes(result.report)
         if listed is not None and (board.hardware_at is None or ts >= board.hardware_at):
-            board.runtimes = [BoardRuntime(**asdict(runtime)) for runtime in listed]
-    return row
+            board.runtimes = [BoardRuntime(**reports.columns(runtime)) for runtime in listed]
 
 
 def _hardware(board: Board, device: object, ts: datetime) -> None:
@@ -275,6 +333,6 @@ def _hardware(board: Board, device: object, ts: datetime) -> None:
     found = reports.hardware(device)
     if found is None or (board.hardware_at is not None and ts < board.hardware_at):
         return
-    for name, value in asdict(found).items():
+    for name, value in reports.columns(found).items():
         setattr(board, name, value)
     board.hardware_at = ts

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -168,18 +168,32 @@ def _target_boards(session: Session, target: str) -> List[Board]:
     return [board]
 
 
-def track(session: Session, message: Message, result_id: Optional[int], root: str, now: datetime) -> List[Send]:
-    """Move the fleet-job state of a board from one of its messages (in ingest's transaction); a status
-    saying online returns the pending commands to send it."""
-    if isinstance(message, Status):
-        return _release(session, message.device, root, now) if message.state == "online" else []
-    if isinstance(message, (Event, Result)) and message.command_id is not None:
-        # Locked and read afresh: another coordinator may have moved this board's state a moment ago.
-        row = session.get(FleetJobBoard, (message.command_id, message.device), with_for_update=True,
-                          populate_existing=True)
-        if row is not None:
-            _advance(row, message, result_id, now)
-    return []
+def track(session: Session, messages: Sequence[Tuple[Message, Optional[int]]], root: str,
+          now: datetime) -> List[List[Send]]:
+    """Move the fleet-job states of boards from their messages, in order (in ingest's transaction; each with the
+    id of the result it stored, if any); per message, the pending commands to send a board whose status says
+    online again."""
+    named = [(message.command_id, message.device) for message, _ in messages
+             if isinstance(message, (Event, Result)) and message.command_id is not None]
+    rows: Dict[Tuple[str, str], FleetJobBoard] = {}
+    if named:
+        # Locked and read afresh: another coordinator may have moved these boards' states a moment ago.
+        query = (select(FleetJobBoard)
+                 .where(FleetJobBoard.job_id.in_(sorted({job for job, _ in named})),
+                        FleetJobBoard.device_id.in_(sorted({device for _, device in named})))
+                 .order_by(FleetJobBoard.job_id, FleetJobBoard.device_id).with_for_update()
+                 .execution_options(populate_existing=True))
+        rows = {(row.job_id, row.device_id): row for row in session.scalars(query)}
+    sends: List[List[Send]] = []
+    for message, result_id in messages:
+        sends.append([])
+        if isinstance(message, Status) and message.state == "online":
+            sends[-1] = _release(session, message.device, root, now)
+        elif isinstance(message, (Event, Result)) and message.command_id is not None:
+            row = rows.get((message.command_id, message.device))
+            if row is not None:
+                _advance(row, message, result_id, now)
+    return sends
 
 
 def _advance(row: FleetJobBoard, message: Any, result_id: Optional[int], now: datetime) -> None:

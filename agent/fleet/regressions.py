@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from agent.fleet.settings import RegressionSettings
 from agent.fleet.store.database import Store
-from agent.fleet.store.models import Alert, Measurement, StoredResult
+from agent.fleet.store.models import Alert, Measurement
 
 MAD_SCALE = 1.4826  # MAD × this estimates the standard deviation of normal data
 
@@ -85,35 +85,47 @@ def _same(column: Any, value: Any) -> Any:
     return column.is_(None) if value is None else column == value
 
 
-def check_result(session: Session, result: StoredResult, settings: RegressionSettings,
-                 now: datetime) -> List[AlertRecord]:
-    """Judge each successful measurement of a newly stored result against its baseline; store and return
-    the alerts and expected-change notes it raises."""
-    session.flush()  # the measurements' ids
+def check_results(session: Session, new: Sequence[Measurement], settings: RegressionSettings,
+                  now: datetime) -> List[AlertRecord]:
+    """Judge each successful measurement of newly stored results (stored, so each has its id; in arrival order)
+    against its baseline: the measurements stored before it, earlier ones of `new` included. Store and return the
+    alerts and expected-change notes they raise."""
+    judged = [measurement for measurement in new if measurement.status == "ok"]
+    earlier = _Earlier(session, judged, settings.baseline_results)
     found: List[Alert] = []
-    for measurement in result.measurements:
-        if measurement.status == "ok":
-            found += _judge(session, measurement, settings, now)
-    for alert in found:
-        session.add(alert)
-    session.flush()
+    for measurement in judged:
+        found += _judge(earlier, measurement, settings, now)
+        earlier.add(measurement)
+    session.add_all(found)
+    session.flush()  # the alerts' ids
     return [AlertRecord.of(alert) for alert in found]
 
 
 CONFIGURATION = ("board_model", "model_sha256", "backend", "precision", "threads", "runtime_version", "batch")
+SETUP = ("board_model", "model_name", "backend", "precision", "threads", "batch")  # a configuration less its versions
 _NEWEST: Dict[Tuple[Tuple[bool, ...], int], Any] = {}  # the baseline query per pattern of unknown values and size
 
 
+def _key(measurement: Measurement, names: Sequence[str] = CONFIGURATION) -> Tuple[Any, ...]:
+    return tuple(getattr(measurement, name) for name in names)
+
+
+def _newest_first(rows: Sequence[Measurement]) -> List[Measurement]:
+    """Stable ones first, each part newest (by the board's ts, then id) first: the order a baseline is taken in."""
+    by_time = sorted(rows, key=lambda row: (row.ts, row.id), reverse=True)
+    return sorted(by_time, key=lambda row: row.stability != "stable")
+
+
 def _newest_query(unknown: Tuple[bool, ...], limit: int) -> Any:
-    """The newest earlier successful measurements of a configuration, stable ones first, so an empty answer
-    means the configuration was never measured before and the stable ones are the baseline. Built once per
-    pattern of unknown (NULL) values, whose comparison is `IS NULL`, with parameters for the rest."""
+    """The newest successful measurements of a configuration up to a time, stable ones first, leaving out those of
+    the results being stored (`new_results`). Built once per pattern of unknown (NULL) values, whose comparison
+    is `IS NULL`, with parameters for the rest."""
     query = _NEWEST.get((unknown, limit))
     if query is None:
         same = [getattr(Measurement, name).is_(None) if null else getattr(Measurement, name) == bindparam(name)
                 for name, null in zip(CONFIGURATION, unknown)]
-        earlier = [Measurement.status == "ok", Measurement.id != bindparam("new_id"),
-                   Measurement.result_id != bindparam("new_result_id"), Measurement.ts <= bindparam("new_ts")]
+        earlier = [Measurement.status == "ok", Measurement.ts <= bindparam("up_to"),
+                   Measurement.result_id.not_in(bindparam("new_results", expanding=True))]
         stable_first = case((Measurement.stability == "stable", 0), else_=1)
         query = _NEWEST[(unknown, limit)] = (select(Measurement).where(*same, *earlier)
                                              .order_by(stable_first, Measurement.ts.desc(), Measurement.id.desc())
@@ -121,16 +133,61 @@ def _newest_query(unknown: Tuple[bool, ...], limit: int) -> Any:
     return query
 
 
-def _judge(session: Session, new: Measurement, settings: RegressionSettings, now: datetime) -> List[Alert]:
-    values = {name: getattr(new, name) for name in CONFIGURATION}
-    query = _newest_query(tuple(value is None for value in values.values()), settings.baseline_results)
-    parameters = {name: value for name, value in values.items() if value is not None}
-    newest = list(session.scalars(query, {**parameters, "new_id": new.id, "new_result_id": new.result_id,
-                                          "new_ts": new.ts}))
+class _Earlier:
+    """The newest `limit` earlier successful measurements of each new one's configuration, stable ones first (an
+    empty answer: the configuration was never measured before). The database is asked once per configuration of
+    the batch, up to its newest new measurement, and again only for a new measurement older than an answer it
+    would need (results arriving out of order); the batch's own measurements judged so far (`add`) are added from
+    memory."""
+
+    def __init__(self, session: Session, new: Sequence[Measurement], limit: int) -> None:
+        self.session, self.limit = session, limit
+        self.new_results = sorted({measurement.result_id for measurement in new})
+        up_to: Dict[Tuple[Any, ...], datetime] = {}
+        for measurement in new:
+            key = _key(measurement)
+            up_to[key] = max(up_to.get(key, measurement.ts), measurement.ts)
+        self.stored = {key: self._query(key, moment) for key, moment in up_to.items()}
+        self.batch: Dict[Tuple[Any, ...], List[Measurement]] = {}  # by configuration, and by setup
+        self.batch_setup: Dict[Tuple[Any, ...], List[Measurement]] = {}
+
+    def add(self, judged: Measurement) -> None:
+        """A measurement of the batch is judged: those after it are judged against it too."""
+        self.batch.setdefault(_key(judged), []).append(judged)
+        self.batch_setup.setdefault(_key(judged, SETUP), []).append(judged)
+
+    def _query(self, key: Tuple[Any, ...], up_to: datetime) -> List[Measurement]:
+        query = _newest_query(tuple(value is None for value in key), self.limit)
+        parameters = {name: value for name, value in zip(CONFIGURATION, key) if value is not None}
+        return list(self.session.scalars(query, {**parameters, "up_to": up_to, "new_results": self.new_results}))
+
+    def newest(self, new: Measurement) -> List[Measurement]:
+        """What `new` is judged against."""
+        key = _key(new)
+        stored = self.stored[key]
+        if len(stored) == self.limit and any(row.ts > new.ts for row in stored):
+            stored = self._query(key, new.ts)  # the answer left out older rows this one needs
+        else:
+            stored = [row for row in stored if row.ts <= new.ts]
+        mine = [row for row in self.batch.get(key, ()) if row.ts <= new.ts and row.result_id != new.result_id]
+        return _newest_first(stored + mine)[:self.limit]
+
+    def last_setup(self, new: Measurement) -> Optional[Measurement]:
+        """The newest earlier successful measurement of the same setup (any runtime version or model file)."""
+        same_setup = [_same(getattr(Measurement, name), getattr(new, name)) for name in SETUP]
+        query = (select(Measurement).where(*same_setup, Measurement.status == "ok", Measurement.ts <= new.ts,
+                                           Measurement.result_id.not_in(self.new_results))
+                 .order_by(Measurement.ts.desc(), Measurement.id.desc()).limit(1))
+        candidates = list(self.session.scalars(query))
+        candidates += [row for row in self.batch_setup.get(_key(new, SETUP), ())
+                       if row.ts <= new.ts and row.result_id != new.result_id]
+        return max(candidates, key=lambda row: (row.ts, row.id)) if candidates else None
+
+
+def _judge(earlier: _Earlier, new: Measurement, settings: RegressionSettings, now: datetime) -> List[Alert]:
+    newest = earlier.newest(new)
     if not newest:
-        earlier = [Measurement.status == "ok", Measurement.id != new.id, Measurement.result_id != new.result_id,
-                   Measurement.ts <= new.ts]
-        change = _expected_change(session, new, earlier, now)
+        change = _expected_change(earlier.last_setup(new), new, now)
         return [change] if change else []
     baseline = [row for row in newest if row.stability == "stable"]
     if len(baseline) < settings.min_baseline:
@@ -168,13 +225,9 @@ def _message(rule: Rule, value: float, median: float, count: int, limit: float) 
             f"{median * 100:.2f}% of {count} stable results (limit {limit * 100:.2f}%)")
 
 
-def _expected_change(session: Session, new: Measurement, earlier: List[Any], now: datetime) -> Optional[Alert]:
-    """The note for the first measurement of a configuration whose runtime version or model file changed."""
-    same_setup = [_same(Measurement.board_model, new.board_model), _same(Measurement.model_name, new.model_name),
-                  _same(Measurement.backend, new.backend), _same(Measurement.precision, new.precision),
-                  _same(Measurement.threads, new.threads), _same(Measurement.batch, new.batch)]
-    before = session.scalars(select(Measurement).where(*same_setup, *earlier)
-                             .order_by(Measurement.ts.desc(), Measurement.id.desc()).limit(1)).first()
+def _expected_change(before: Optional[Measurement], new: Measurement, now: datetime) -> Optional[Alert]:
+    """The note for the first measurement of a configuration whose runtime version or model file changed since
+    `before`, the last measurement of its setup."""
     if before is None:
         return None
     changes = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -17,6 +18,7 @@ from agent.errors import ProtocolError
 from agent.mqtt.schema import show
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how JSON text spells a UTF-16 surrogate
 
 
 def decode_json(payload: bytes) -> Any:
@@ -24,8 +26,8 @@ def decode_json(payload: bytes) -> Any:
     nesting; any failure is a `ProtocolError` with code `invalid_json`; a string that is no Unicode text
     (a lone surrogate escape such as "\\udfff") is `bad_argument`."""
     try:
-        document = json.loads(payload.decode("utf-8"), object_pairs_hook=_unique_keys,
-                              parse_constant=_reject_constant)
+        text = payload.decode("utf-8")
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except UnicodeDecodeError as error:
         raise ProtocolError("invalid_json", f"payload is not UTF-8 text: {error.reason} at byte "
                                             f"{error.start}") from None
@@ -33,7 +35,8 @@ def decode_json(payload: bytes) -> Any:
         raise ProtocolError("invalid_json", "payload JSON is nested too deeply") from None
     except ValueError as error:
         raise ProtocolError("invalid_json", f"payload is not valid JSON: {error}") from None
-    _check_text(document)
+    if _SURROGATE_ESCAPE.search(text):  # decoded UTF-8 holds no surrogate: only an escape can make one
+        _check_text(document)
     return document
 
 

@@ -17,7 +17,8 @@ from typing import Any, Iterator, Union
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +45,12 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def dialect_insert(session: Session, table: Table) -> Any:
+    """An INSERT into `table` in the session's own dialect (SQLite or PostgreSQL): what `ON CONFLICT` needs."""
+    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def database_url(target: Union[str, Path]) -> URL:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from sqlalchemy import and_, or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from agent.fleet.store.database import dialect_insert
 from agent.fleet.store.models import LatestMeasurement, Measurement
 
 
@@ -33,16 +33,21 @@ def key_of(row: Measurement) -> str:
 
 
 def record(session: Session, measurements: Iterable[Measurement]) -> None:
-    """Make each successful measurement (flushed, so it has its id) the latest of its configuration unless a
-    newer one is already recorded."""
-    rows = [{"key": key_of(row), "model_sha256": row.model_sha256, "device_id": row.device_id,
-             "measurement_id": row.id, "ts": row.ts}
-            for row in measurements if row.status == "ok" and row.model_sha256]
-    if not rows:
+    """Make each successful measurement (stored, so it has its id) the latest of its configuration unless a
+    newer one is already recorded: one upsert, of the newest of each configuration among `measurements` (one
+    statement may not touch a row twice)."""
+    newest: Dict[str, Measurement] = {}
+    for row in measurements:
+        if row.status == "ok" and row.model_sha256:
+            key = key_of(row)
+            if key not in newest or (row.ts, row.id) > (newest[key].ts, newest[key].id):
+                newest[key] = row
+    if not newest:
         return
-    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = LatestMeasurement.__table__
-    statement = dialect.insert(table)
+    rows = [{"key": key, "model_sha256": row.model_sha256, "device_id": row.device_id, "measurement_id": row.id,
+             "ts": row.ts} for key, row in newest.items()]
+    table: Any = LatestMeasurement.__table__
+    statement = dialect_insert(session, table)
     newer = or_(statement.excluded.ts > table.c.ts,
                 and_(statement.excluded.ts == table.c.ts, statement.excluded.measurement_id > table.c.measurement_id))
     session.execute(statement.on_conflict_do_update(

@@ -30,7 +30,7 @@ from agent.errors import ProtocolError
 from agent.fleet import jobs, regressions, reports
 from agent.fleet.settings import RegressionSettings
 from agent.fleet.store import latest
-from agent.fleet.store.database import Store, dialect_insert
+from agent.fleet.store.database import Store, dialect_insert, insert_rows
 from agent.fleet.store.models import (
     Board,
     BoardRuntime,
@@ -302,14 +302,10 @@ def _store_results(session: Session, boards: Dict[str, Board], items: Sequence[C
                 for item, result, stored in new if result.cmd in MEASUREMENT_COMMANDS
                 for found in reports.measurements(result.report)]
     if measured:
-        measurements: Any = Measurement.__table__
-        returned = session.execute(insert(measurements).returning(
-            measurements.c.id, measurements.c.result_id, measurements.c.position), measured)
-        ids_of = {(result_id, position): measurement_id for measurement_id, result_id, position in returned}
         by_result = {stored.id: stored for _, _, stored in new}
-        for row in measured:
-            by_result[row["result_id"]].measurements.append(
-                Measurement(id=ids_of[row["result_id"], row["position"]], **row))
+        measurements: Any = Measurement.__table__
+        for measurement_id, row in zip(insert_rows(session, measurements, measured), measured):
+            by_result[row["result_id"]].measurements.append(Measurement(id=measurement_id, **row))
     latest.record(session, [row for _, _, stored in new for row in stored.measurements])
     for item, result, _ in new:
         _describe(boards[item.device], result, item.ts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sqlalchemy import bindparam, case, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from agent.fleet.settings import RegressionSettings
@@ -103,51 +103,52 @@ def check_results(session: Session, new: Sequence[Measurement], settings: Regres
 
 CONFIGURATION = ("board_model", "model_sha256", "backend", "precision", "threads", "runtime_version", "batch")
 SETUP = ("board_model", "model_name", "backend", "precision", "threads", "batch")  # a configuration less its versions
-_NEWEST: Dict[Tuple[Tuple[bool, ...], int], Any] = {}  # the baseline query per pattern of unknown values and size
+EARLIER = ("id", "result_id", "ts", "stability", "runtime_version", "model_sha256", *(rule.measure for rule in RULES))
+Earlier = Any  # a stored measurement's EARLIER columns (a row), or a Measurement of the batch: what judging reads
+_QUERIES: Dict[Tuple[Tuple[str, ...], Tuple[bool, ...], bool], Any] = {}
 
 
 def _key(measurement: Measurement, names: Sequence[str] = CONFIGURATION) -> Tuple[Any, ...]:
     return tuple(getattr(measurement, name) for name in names)
 
 
-def _newest_first(rows: Sequence[Measurement]) -> List[Measurement]:
-    """Stable ones first, each part newest (by the board's ts, then id) first: the order a baseline is taken in."""
-    by_time = sorted(rows, key=lambda row: (row.ts, row.id), reverse=True)
-    return sorted(by_time, key=lambda row: row.stability != "stable")
-
-
-def _newest_query(unknown: Tuple[bool, ...], limit: int) -> Any:
-    """The newest successful measurements of a configuration up to a time, stable ones first, leaving out those of
-    the results being stored (`new_results`). Built once per pattern of unknown (NULL) values, whose comparison
-    is `IS NULL`, with parameters for the rest."""
-    query = _NEWEST.get((unknown, limit))
+def _newest_query(names: Tuple[str, ...], unknown: Tuple[bool, ...], stable: bool) -> Any:
+    """The EARLIER columns of the newest (by the board's ts, then id) successful measurements with the values of
+    `names` up to a time (`up_to`), at most `count`; only stable ones if `stable`. Built once per pattern of
+    unknown (NULL) values, whose comparison is `IS NULL`, with parameters for the rest; the configuration index
+    (its columns, then ts) answers it without a sort."""
+    query = _QUERIES.get((names, unknown, stable))
     if query is None:
         same = [getattr(Measurement, name).is_(None) if null else getattr(Measurement, name) == bindparam(name)
-                for name, null in zip(CONFIGURATION, unknown)]
-        earlier = [Measurement.status == "ok", Measurement.ts <= bindparam("up_to"),
-                   Measurement.result_id.not_in(bindparam("new_results", expanding=True))]
-        stable_first = case((Measurement.stability == "stable", 0), else_=1)
-        query = _NEWEST[(unknown, limit)] = (select(Measurement).where(*same, *earlier)
-                                             .order_by(stable_first, Measurement.ts.desc(), Measurement.id.desc())
-                                             .limit(limit))
+                for name, null in zip(names, unknown)]
+        wanted = [Measurement.status == "ok", Measurement.ts <= bindparam("up_to")]
+        if stable:
+            wanted.append(Measurement.stability == "stable")
+        query = _QUERIES[(names, unknown, stable)] = (
+            select(*(getattr(Measurement, name) for name in EARLIER)).where(*same, *wanted)
+            .order_by(Measurement.ts.desc(), Measurement.id.desc()).limit(bindparam("count")))
     return query
 
 
 class _Earlier:
-    """The newest `limit` earlier successful measurements of each new one's configuration, stable ones first (an
-    empty answer: the configuration was never measured before). The database is asked once per configuration of
-    the batch, up to its newest new measurement, and again only for a new measurement older than an answer it
-    would need (results arriving out of order); the batch's own measurements judged so far (`add`) are added from
-    memory."""
+    """What each new measurement is judged against: the newest `limit` earlier stable measurements of its
+    configuration, and the newest earlier one of its setup. The database is asked once per configuration of the
+    batch, up to its newest new measurement, and again only for a new measurement older than an answer it would
+    need (results arriving out of order); the batch's own measurements judged so far (`add`) come from memory.
+    The batch's measurements are stored already, so each answer asks for as many more rows as the batch has of
+    that configuration and leaves them out."""
 
     def __init__(self, session: Session, new: Sequence[Measurement], limit: int) -> None:
         self.session, self.limit = session, limit
-        self.new_results = sorted({measurement.result_id for measurement in new})
+        self.new_results = {measurement.result_id for measurement in new}
+        self.in_batch: Dict[Tuple[Any, ...], int] = {}  # the batch's measurements per configuration and per setup
         up_to: Dict[Tuple[Any, ...], datetime] = {}
         for measurement in new:
             key = _key(measurement)
             up_to[key] = max(up_to.get(key, measurement.ts), measurement.ts)
-        self.stored = {key: self._query(key, moment) for key, moment in up_to.items()}
+            for counted in (key, _key(measurement, SETUP)):
+                self.in_batch[counted] = self.in_batch.get(counted, 0) + 1
+        self.stored = {key: self._query(CONFIGURATION, key, moment, limit, True) for key, moment in up_to.items()}
         self.batch: Dict[Tuple[Any, ...], List[Measurement]] = {}  # by configuration, and by setup
         self.batch_setup: Dict[Tuple[Any, ...], List[Measurement]] = {}
 
@@ -156,40 +157,40 @@ class _Earlier:
         self.batch.setdefault(_key(judged), []).append(judged)
         self.batch_setup.setdefault(_key(judged, SETUP), []).append(judged)
 
-    def _query(self, key: Tuple[Any, ...], up_to: datetime) -> List[Measurement]:
-        query = _newest_query(tuple(value is None for value in key), self.limit)
-        parameters = {name: value for name, value in zip(CONFIGURATION, key) if value is not None}
-        return list(self.session.scalars(query, {**parameters, "up_to": up_to, "new_results": self.new_results}))
+    def _query(self, names: Tuple[str, ...], key: Tuple[Any, ...], up_to: datetime, count: int,
+               stable: bool) -> List[Earlier]:
+        """The newest `count` stored earlier measurements with these values, the batch's own left out."""
+        query = _newest_query(names, tuple(value is None for value in key), stable)
+        parameters = {name: value for name, value in zip(names, key) if value is not None}
+        rows = self.session.execute(query, {**parameters, "up_to": up_to, "count": count + self.in_batch[key]})
+        return [row for row in rows if row.result_id not in self.new_results][:count]
 
-    def newest(self, new: Measurement) -> List[Measurement]:
-        """What `new` is judged against."""
+    def newest(self, new: Measurement) -> List[Earlier]:
+        """The stable measurements `new` is judged against, newest first."""
         key = _key(new)
         stored = self.stored[key]
         if len(stored) == self.limit and any(row.ts > new.ts for row in stored):
-            stored = self._query(key, new.ts)  # the answer left out older rows this one needs
+            stored = self._query(CONFIGURATION, key, new.ts, self.limit, True)  # it left out rows this one needs
         else:
             stored = [row for row in stored if row.ts <= new.ts]
-        mine = [row for row in self.batch.get(key, ()) if row.ts <= new.ts and row.result_id != new.result_id]
-        return _newest_first(stored + mine)[:self.limit]
+        mine = [row for row in self.batch.get(key, ()) if row.ts <= new.ts and row.result_id != new.result_id
+                and row.stability == "stable"]
+        return sorted(stored + mine, key=lambda row: (row.ts, row.id), reverse=True)[:self.limit]
 
-    def last_setup(self, new: Measurement) -> Optional[Measurement]:
+    def last_setup(self, new: Measurement) -> Optional[Earlier]:
         """The newest earlier successful measurement of the same setup (any runtime version or model file)."""
-        same_setup = [_same(getattr(Measurement, name), getattr(new, name)) for name in SETUP]
-        query = (select(Measurement).where(*same_setup, Measurement.status == "ok", Measurement.ts <= new.ts,
-                                           Measurement.result_id.not_in(self.new_results))
-                 .order_by(Measurement.ts.desc(), Measurement.id.desc()).limit(1))
-        candidates = list(self.session.scalars(query))
-        candidates += [row for row in self.batch_setup.get(_key(new, SETUP), ())
+        key = _key(new, SETUP)
+        candidates = self._query(SETUP, key, new.ts, 1, False)
+        candidates += [row for row in self.batch_setup.get(key, ())
                        if row.ts <= new.ts and row.result_id != new.result_id]
         return max(candidates, key=lambda row: (row.ts, row.id)) if candidates else None
 
 
 def _judge(earlier: _Earlier, new: Measurement, settings: RegressionSettings, now: datetime) -> List[Alert]:
-    newest = earlier.newest(new)
-    if not newest:
+    baseline = earlier.newest(new)
+    if not baseline:
         change = _expected_change(earlier.last_setup(new), new, now)
         return [change] if change else []
-    baseline = [row for row in newest if row.stability == "stable"]
     if len(baseline) < settings.min_baseline:
         return []
     alerts = []
@@ -225,9 +226,9 @@ def _message(rule: Rule, value: float, median: float, count: int, limit: float) 
             f"{median * 100:.2f}% of {count} stable results (limit {limit * 100:.2f}%)")
 
 
-def _expected_change(before: Optional[Measurement], new: Measurement, now: datetime) -> Optional[Alert]:
-    """The note for the first measurement of a configuration whose runtime version or model file changed since
-    `before`, the last measurement of its setup."""
+def _expected_change(before: Optional[Earlier], new: Measurement, now: datetime) -> Optional[Alert]:
+    """The note for a measurement of a configuration with no stable history whose runtime version or model file
+    changed since `before`, the last measurement of its setup (none when nothing changed)."""
     if before is None:
         return None
     changes = []
@@ -235,6 +236,8 @@ def _expected_change(before: Optional[Measurement], new: Measurement, now: datet
         changes.append(f"runtime {new.backend} {before.runtime_version} -> {new.runtime_version}")
     if before.model_sha256 != new.model_sha256:
         changes.append(f"model file {str(before.model_sha256)[:12]} -> {str(new.model_sha256)[:12]}")
+    if not changes:
+        return None
     return _alert(new, "expected_change", "noted", "configuration", now, None, [], None,
                   f"{' and '.join(changes)}: a new baseline starts (not a regression)")
 

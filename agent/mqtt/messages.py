@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from agent.errors import ProtocolError
 from agent.mqtt.schema import show
@@ -56,11 +56,13 @@ def _check_text(value: Any) -> None:
 
 
 def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    result: Dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ProtocolError("invalid_json", f"duplicate key {show(key)} in JSON object")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) < len(pairs):  # a key came twice: name the first one repeated
+        seen: Set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ProtocolError("invalid_json", f"duplicate key {show(key)} in JSON object")
+            seen.add(key)
     return result
 
 

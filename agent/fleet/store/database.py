@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Dict, Iterator, List, Union
 
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import Table, create_engine, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -51,6 +51,20 @@ def dialect_insert(session: Session, table: Table) -> Any:
     """An INSERT into `table` in the session's own dialect (SQLite or PostgreSQL): what `ON CONFLICT` needs."""
     dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def insert_rows(session: Session, table: Table, rows: List[Dict[str, Any]]) -> List[int]:
+    """Insert `rows` into `table` (its primary key is `id`), returning their ids in the rows' order. PostgreSQL
+    takes ids from the table's sequence first and then sends the rows as one pipelined batch of one short
+    statement: an `INSERT ... RETURNING` of many rows is one long statement whose parsing costs more than the
+    insert. SQLite inserts them with `RETURNING`, in order."""
+    if session.get_bind().dialect.name != "postgresql":
+        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list(session.scalars(statement, rows))
+    reserve = select(func.nextval(func.pg_get_serial_sequence(table.name, "id")))
+    ids: List[int] = list(session.scalars(reserve.select_from(func.generate_series(1, len(rows)))))
+    session.execute(insert(table), [{**row, "id": id_} for row, id_ in zip(rows, ids)])
+    return ids
 
 
 def database_url(target: Union[str, Path]) -> URL:

@@ -124,7 +124,7 @@ class Measurement(Base):
 
     __tablename__ = "measurements"
     __table_args__ = (Index("ix_measurements_configuration", "model_sha256", "board_model", "backend",
-                            "precision", "threads", "runtime_version"),)
+                            "precision", "threads", "runtime_version", "batch", "ts"),)  # a baseline's range
 
     id: Mapped[int] = mapped_column(primary_key=True)
     result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 from support.broker import free_port
 
 from agent.errors import StoreError
-from agent.fleet.store.database import Store, database_url, open_store
-from agent.fleet.store.models import Board
+from agent.fleet.store.database import Store, database_url, insert_rows, open_store
+from agent.fleet.store.models import Board, RejectedMessage
 
 
 def test_a_path_opens_one_sqlite_file_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
@@ -66,3 +67,21 @@ def test_reopening_keeps_the_data_and_times_come_back_in_utc(store_url: str) -> 
 def test_a_naive_time_is_refused(store: Store) -> None:
     with pytest.raises(StatementError, match="naive datetime"), store.session() as session:
         session.add(Board(device_id="b1", last_seen=datetime(2026, 12, 1), groups=[]))
+
+
+def test_inserted_rows_get_their_own_ids_in_order_and_after_those_already_there(store: Store) -> None:
+    table: Any = RejectedMessage.__table__
+    at = datetime(2026, 12, 1, 13, 0, tzinfo=timezone.utc)
+    with store.session() as session:
+        session.add(RejectedMessage(received_at=at, topic="first", code="c", reason="r", size=0))
+    rows = [{"received_at": at, "topic": f"t{index}", "code": "c", "reason": f"r{index}", "size": 0}
+            for index in (5, 3, 9, 1)]
+    with store.session() as session:
+        first = session.scalars(select(RejectedMessage.id)).one()
+        ids = insert_rows(session, table, rows)
+        session.add(RejectedMessage(received_at=at, topic="after", code="c", reason="r", size=0))
+    with store.session() as session:
+        stored = {row.id: row.topic for row in session.scalars(select(RejectedMessage))}
+    assert len(set(ids)) == 4 and min(ids) > first
+    assert [stored[id_] for id_ in ids] == ["t5", "t3", "t9", "t1"]
+    assert max(stored) > max(ids) and stored[max(stored)] == "after"  # the table's own numbering carries on

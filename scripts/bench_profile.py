@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--model", choices=("resnet50", "mobilenet_v2"), default="resnet50")
     options = parser.parse_args()
     import onnx
-    from nets import mobilenet_v2, resnet50_v15
+    from support.nets import mobilenet_v2, resnet50_v15
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{options.model}.onnx"

@@ -8,14 +8,16 @@ board and the shipped ACL, on SQLite and on PostgreSQL, all on 127.0.0.1. One ru
   0.2 s and asks the API for it until it answers; p50 and p99;
 - the ingest rate: results queued in the coordinator's broker session while it is stopped (a burst, some sent
   twice as an outbox does), then drained when it starts; results stored per second, duplicates absorbed;
+- the same again once the measurements stored are doubled `--history` times (5: about 32 times what the run
+  stored, each copy a day older): ingest must not slow down as a configuration's history grows;
 - results sent (acknowledged by the broker) against stored, and lost (must be 0); the coordinator's RSS and
   CPU while draining, the broker's RSS.
 
     .venv/bin/python scripts/bench_fleet.py                              # 1,000 boards, both databases
     .venv/bin/python scripts/bench_fleet.py --boards 200 --burst 2000 --database sqlite
 
-Exits 1 when a result was lost or a target missed (>= 500 results/s stored, p99 <= 1 s at 100 results/s, the
-fleet-wide job done on every board).
+Exits 1 when a result was lost or a target missed (>= 500 results/s stored, with and without the long history;
+p99 <= 1 s at 100 results/s; the fleet-wide job done on every board).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_dashboard  # noqa: E402
 import simulate_fleet  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, insert, literal_column, select, text  # noqa: E402
 from support.broker import Broker  # noqa: E402
 from support.coordinator import (  # noqa: E402
     CoordinatorProcess,
@@ -51,7 +53,7 @@ from support.coordinator import (  # noqa: E402
 )
 
 from agent.fleet.store.database import Store, open_store  # noqa: E402
-from agent.fleet.store.models import StoredResult  # noqa: E402
+from agent.fleet.store.models import Measurement, StoredResult  # noqa: E402
 from agent.mqtt.messages import Result, encode  # noqa: E402
 from agent.mqtt.protocol import Topics  # noqa: E402
 
@@ -60,6 +62,20 @@ ACL = ROOT / "deploy" / "mosquitto" / "acl"
 RATE_TARGET = 500.0
 P99_TARGET_S = 1.0
 Pairs = Set[Tuple[str, str]]
+
+
+@dataclass
+class Drain:
+    """Results queued in the coordinator's broker session while it was stopped, and how fast it stored them."""
+
+    results: int = 0
+    seconds: float = 0.0
+    coordinator_cpu_pct: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Results stored per second while the queue drained."""
+        return self.results / self.seconds if self.seconds else 0.0
 
 
 @dataclass
@@ -74,20 +90,15 @@ class Figures:
     job_s: float = 0.0
     latency_ms: List[float] = field(default_factory=list)
     steady_rate: float = 0.0
-    burst: int = 0
-    drain_s: float = 0.0
+    burst: Drain = field(default_factory=Drain)
+    history: Drain = field(default_factory=Drain)  # the same, with a long history stored
+    history_measurements: int = 0
     sent: int = 0
     stored: int = 0
     lost: int = 0
     duplicates: int = 0
     coordinator_rss_mb: float = 0.0
-    coordinator_cpu_pct: float = 0.0
     broker_rss_mb: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Results stored per second while the burst drained."""
-        return self.burst / self.drain_s if self.drain_s else 0.0
 
     def percentile(self, share: float) -> float:
         """A percentile of the result -> queryable latencies (ms)."""
@@ -161,6 +172,44 @@ def burst_stored(store: Store, prefix: str) -> Tuple[int, float]:
     return count, (last - first).total_seconds() if first and last else 0.0
 
 
+def drain(broker: Broker, service: CoordinatorProcess, store: Store, reports: Path, prefix: str,
+          args: argparse.Namespace, replay: float, while_stopped: Callable[[], None] = lambda: None
+          ) -> Tuple[Pairs, Drain]:
+    """Stop the coordinator (and run `while_stopped`), let `args.load_boards` boards named `prefix`... queue
+    `args.burst` results in its broker session (a share `replay` of them sent twice), start it and time until all
+    are stored."""
+    assert service.stop() == 0
+    while_stopped()
+    flood = Simulation(broker, reports, prefix, args.load_boards, "--rate", str(args.burst), "--results",
+                       str(args.burst), "--replay", str(replay), "--exit", "--duration", "300", "--telemetry", "0",
+                       "--processes", "2")
+    pairs = acked(flood.summary())
+    service.start()
+    pid = service.process.pid if service.process else 0
+    started, cpu_before = time.monotonic(), cpu_s(pid)
+    wait_for(f"the {prefix} results stored", lambda: burst_stored(store, f"{prefix}-")[0] >= len(pairs), timeout=900,
+             every=0.5)
+    cpu_pct = 100 * (cpu_s(pid) - cpu_before) / (time.monotonic() - started)
+    return pairs, Drain(len(pairs), burst_stored(store, f"{prefix}-")[1], cpu_pct)
+
+
+def grow_history(store: Store, doublings: int) -> int:
+    """Double the measurements stored `doublings` times, each copy a day further back: the same configurations
+    with the history months of a fleet's results leave (what a baseline query must not slow down with). Returns
+    how many are stored then."""
+    table = Measurement.__table__
+    names = [column.key for column in table.c if column.key != "id"]
+    with store.engine.begin() as connection:
+        postgresql = connection.dialect.name == "postgresql"
+        for day in range(1, doublings + 1):
+            earlier = (f"ts - interval '{day} days'" if postgresql else
+                       f"strftime('%Y-%m-%d %H:%M:%f', ts, '-{day} days')")
+            copies = select(*(literal_column(earlier) if name == "ts" else table.c[name] for name in names))
+            connection.execute(insert(table).from_select(names, copies))
+        connection.execute(text("ANALYZE measurements"))
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
 class Probe:
     """A board of its own that publishes a result every `every_s` and times how long until the API has it."""
 
@@ -203,8 +252,8 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
     figures = Figures(kind, boards=args.boards)
     devices = [f"sim-{index:04d}" for index in range(args.boards)]
     load = [f"load-{index:04d}" for index in range(args.load_boards)]
-    burst = [f"burst-{index:04d}" for index in range(args.load_boards)]
-    passwords, acl = broker_files(folder, [*devices, *load, *burst, "probe-0"])
+    queued = [f"{prefix}-{index:04d}" for prefix in ("burst", "history") for index in range(args.load_boards)]
+    passwords, acl = broker_files(folder, [*devices, *load, *queued, "probe-0"])
     extra = "max_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\nmax_connections -1"
     store = open_store(url)
     with Broker(folder / "broker", password_file=passwords, acl_file=acl, extra_config=extra) as broker:
@@ -242,25 +291,20 @@ def run_database(kind: str, url: str, folder: Path, reports: Path, args: argpars
                   f"{figures.steady_rate:.0f} results/s", file=sys.stderr)
 
             duplicates += ingested(service, "duplicate")
-            assert service.stop() == 0
-            flood = Simulation(broker, reports, "burst", args.load_boards, "--rate", str(args.burst), "--results",
-                               str(args.burst), "--replay", "0.02", "--exit", "--duration", "300", "--telemetry",
-                               "0", "--processes", "2")
-            summary = flood.summary()
-            burst_pairs = acked(summary)
+            burst_pairs, figures.burst = drain(broker, service, store, reports, "burst", args, replay=0.02)
             sent |= burst_pairs
-            figures.burst = len(burst_pairs)
-            service.start()
             pid = service.process.pid if service.process else 0
-            started, cpu_before = time.monotonic(), cpu_s(pid)
-            wait_for("the burst stored", lambda: burst_stored(store, "burst-")[0] >= len(burst_pairs), timeout=900,
-                     every=0.5)
-            figures.coordinator_cpu_pct = 100 * (cpu_s(pid) - cpu_before) / (time.monotonic() - started)
-            figures.drain_s = burst_stored(store, "burst-")[1]
             figures.coordinator_rss_mb = rss_mb(pid)
             figures.broker_rss_mb = rss_mb(broker.process.pid)
             time.sleep(2)
             duplicates += ingested(service, "duplicate")
+            if args.history:
+                def grow() -> None:
+                    figures.history_measurements = grow_history(store, args.history)
+
+                history_pairs, figures.history = drain(broker, service, store, reports, "history", args, replay=0.0,
+                                                       while_stopped=grow)
+                sent |= history_pairs
             sent |= acked(fleet.summary(stop=True))
         finally:
             service.kill()
@@ -275,13 +319,19 @@ def _online(service: CoordinatorProcess) -> int:
     return sum(1 for state in board_states(service).values() if state == "online")
 
 
+def _drained(drained: Drain) -> str:
+    return (f"{drained.results} queued results stored in {drained.seconds:.1f} s = {drained.rate:.0f} results/s "
+            f"(target >= {RATE_TARGET:.0f})")
+
+
 def report(all_figures: List[Figures], args: argparse.Namespace) -> bool:
     """Print the table; whether every target was met."""
     print(f"\nThe coordinator under {args.boards} simulated boards (scripts/bench_fleet.py), one Mosquitto, all on "
           f"127.0.0.1 ({os.cpu_count()} CPUs)")
     good = True
     for item in all_figures:
-        checks = {"lost": item.lost == 0, "rate": item.rate >= RATE_TARGET,
+        checks = {"lost": item.lost == 0, "rate": item.burst.rate >= RATE_TARGET,
+                  "history": not args.history or item.history.rate >= RATE_TARGET,
                   "p99": item.percentile(0.99) <= P99_TARGET_S * 1000,
                   "job": item.job_reached == item.boards == item.job_done == item.job_results}
         good = good and all(checks.values())
@@ -291,13 +341,15 @@ def report(all_figures: List[Figures], args: argparse.Namespace) -> bool:
               f"{item.job_results} results in the one job, in {item.job_s:.1f} s   {mark['job']}")
         print(f"  results sent {item.sent}, stored {item.stored}, lost {item.lost}   {mark['lost']};  duplicates "
               f"absorbed {item.duplicates}")
-        print(f"  ingest rate: {item.burst} queued results stored in {item.drain_s:.1f} s = {item.rate:.0f} "
-              f"results/s (target >= {RATE_TARGET:.0f})   {mark['rate']}")
+        print(f"  ingest rate: {_drained(item.burst)}   {mark['rate']}")
+        if args.history:
+            print(f"  ingest rate with {item.history_measurements} measurements stored: {_drained(item.history)}   "
+                  f"{mark['history']}")
         print(f"  result -> queryable at {item.steady_rate:.0f} results/s: p50 {item.percentile(0.5):.0f} ms, p99 "
               f"{item.percentile(0.99):.0f} ms over {len(item.latency_ms)} results (target p99 <= "
               f"{P99_TARGET_S * 1000:.0f} ms)   {mark['p99']}")
-        print(f"  coordinator RSS {item.coordinator_rss_mb:.0f} MB, CPU {item.coordinator_cpu_pct:.0f}% of a core "
-              f"while draining; broker RSS {item.broker_rss_mb:.0f} MB")
+        print(f"  coordinator RSS {item.coordinator_rss_mb:.0f} MB, CPU {item.burst.coordinator_cpu_pct:.0f}% of a "
+              f"core while draining; broker RSS {item.broker_rss_mb:.0f} MB")
     return good
 
 
@@ -309,6 +361,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="results/s of the steady load")
     parser.add_argument("--steady-s", type=float, default=20.0, help="how long the latency is measured")
     parser.add_argument("--burst", type=int, default=5000, help="results queued while the coordinator is stopped")
+    parser.add_argument("--history", type=int, default=5, help="then double the measurements stored this many "
+                        "times (each copy a day older) and drain another burst (0: skip)")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--reports", type=Path, help="real reports saved by an earlier run (else made now)")
     args = parser.parse_args()

@@ -240,7 +240,7 @@ class CoordinatorService:
     def take(self, batch: Sequence[Received]) -> None:
         """Ingest messages in one transaction, retrying while the database is down; then acknowledge each and
         carry out what it asked for. Messages still unstored when the service stops are not acknowledged."""
-        backoff = Backoff(0.2, 10.0)
+        backoff = Backoff(0.2, self.config.database.retry_max_s)
         messages = [(received.topic, received.payload) for received in batch]
         self._in_hand = len(batch)
         while True:

@@ -49,6 +49,7 @@ class DatabaseSettings:
     max_payload_bytes: int = setting(4 * 1024 * 1024, integer(1024, 64 * 1024 * 1024))
     batch_max: int = setting(200, integer(1, 10_000))  # messages waiting are stored in one transaction, up to this
     sqlite_busy_timeout_s: float = setting(10.0, number(0.1, 3600))  # a write waits this long for another writer
+    retry_max_s: float = setting(2.0, number(0.1, 300))  # the longest wait between tries while it is unavailable
 
 
 def _optional_name(key: str, value: Any, from_env: bool) -> str:
